@@ -4,7 +4,7 @@ package auth
 
 import (
 	"crypto/hmac"
-	"crypto/md5" //nolint:gosec // RFC 8489 §9.2.2 defines the long-term key as MD5.
+	"crypto/md5"  //nolint:gosec // RFC 8489 §9.2.2 defines the long-term key as MD5.
 	"crypto/sha1" //nolint:gosec // draft-uberti-behave-turn-rest-00 §2.2 defines HMAC-SHA1.
 	"encoding/base64"
 	"errors"

@@ -71,10 +71,10 @@ func TestC13TimestampForms(t *testing.T) {
 		username string
 		want     error
 	}{
-		{"1893456000000:u-0001", ErrMalformed},                    // milliseconds: 13 digits
-		{"99999999999:u-0001", ErrTooFarAhead},                    // seconds, year 5138
-		{strconv.FormatInt(n+86400, 10) + ":u-0001", nil},         // valid at the 24 h cap
-		{strconv.FormatInt(n+86400+299, 10) + ":u-0001", nil},     // within the clock skew
+		{"1893456000000:u-0001", ErrMalformed},                // milliseconds: 13 digits
+		{"99999999999:u-0001", ErrTooFarAhead},                // seconds, year 5138
+		{strconv.FormatInt(n+86400, 10) + ":u-0001", nil},     // valid at the 24 h cap
+		{strconv.FormatInt(n+86400+299, 10) + ":u-0001", nil}, // within the clock skew
 		{strconv.FormatInt(n+86400+301, 10) + ":u-0001", ErrTooFarAhead},
 		{strconv.FormatInt(n-1, 10) + ":u-0001", ErrExpired},
 		{strconv.FormatInt(n, 10) + ":u-0001", ErrExpired}, // expiry must be after now

@@ -24,17 +24,17 @@ type alloc struct {
 	realm     string
 	created   time.Time
 
-	relay    *relayConn      // UDP relayed transport address; nil for TCP allocations
+	relay    *relayConn        // UDP relayed transport address; nil for TCP allocations
 	relayTCP *tcpRelayListener // RFC 6062 TCP allocation; nil for UDP
-	public   netip.AddrPort  // relayed transport address as advertised
+	public   netip.AddrPort    // relayed transport address as advertised
 
 	udpSock *net.UDPConn // client output for UDP clients
 	stream  net.Conn     // client output for TCP/TLS clients
 
 	perms atomic.Pointer[map[netip.Addr]peerClass]
 	chans atomic.Pointer[[]channel]
-	mu    sync.Mutex                 // serialises copy-on-write updates of perms and chans
-	seen  map[netip.Addr]struct{}    // peers that ever had a permission (guarded by mu)
+	mu    sync.Mutex              // serialises copy-on-write updates of perms and chans
+	seen  map[netip.Addr]struct{} // peers that ever had a permission (guarded by mu)
 
 	bytes, packets [2]atomic.Uint64 // [toPeer|toClient]
 	bytesC         [2]prometheus.Counter

@@ -341,4 +341,3 @@ func TestC18ChannelNumberRange(t *testing.T) {
 		})
 	}
 }
-

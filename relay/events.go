@@ -7,12 +7,12 @@ import (
 
 // End reasons of an allocation, as recorded in AllocationEnd.Reason.
 const (
-	EndExpired        = "expired"          // its lifetime ran out without a Refresh
-	EndDeletedClient  = "deleted_by_client" // Refresh with LIFETIME 0 (RFC 8656 §7.3)
-	EndConnClosed     = "connection_closed" // the client's TCP/TLS connection closed
-	EndShutdown       = "shutdown"          // Ferry stopped
-	EndMaxAge         = "max_age"           // it reached relay.max_allocation_age
-	EndQuota          = "quota"             // a quota ended it
+	EndExpired       = "expired"           // its lifetime ran out without a Refresh
+	EndDeletedClient = "deleted_by_client" // Refresh with LIFETIME 0 (RFC 8656 §7.3)
+	EndConnClosed    = "connection_closed" // the client's TCP/TLS connection closed
+	EndShutdown      = "shutdown"          // Ferry stopped
+	EndMaxAge        = "max_age"           // it reached relay.max_allocation_age
+	EndQuota         = "quota"             // a quota ended it
 )
 
 // AllocationStart describes a new allocation. It holds personal data (IP addresses, the user
@@ -50,6 +50,6 @@ type EventSink interface {
 
 type nopSink struct{}
 
-func (nopSink) AllocationStarted(AllocationStart)                {}
+func (nopSink) AllocationStarted(AllocationStart)               {}
 func (nopSink) PermissionCreated(uint64, netip.Addr, time.Time) {}
-func (nopSink) AllocationEnded(AllocationEnd)                    {}
+func (nopSink) AllocationEnded(AllocationEnd)                   {}

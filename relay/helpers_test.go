@@ -8,9 +8,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"math/big"
 	"encoding/binary"
 	"errors"
+	"math/big"
 	"net"
 	"net/netip"
 	"strconv"
@@ -271,8 +271,6 @@ func newCanary(t *testing.T, ip string) *canary {
 }
 
 func (c *canary) port() uint16 { return uint16(c.udp.LocalAddr().(*net.UDPAddr).Port) }
-
-
 
 // stunClient speaks raw STUN/TURN to Ferry over UDP or TCP, so tests control every byte and
 // see every error code (pion's client hides them and retries).
@@ -540,8 +538,8 @@ func (p peerAttr) AddTo(m *stun.Message) error {
 	return nil
 }
 
-func peer(s string) peerAttr   { return peerAttr{ap: netip.MustParseAddrPort(s)} }
-func peer6(s string) peerAttr  { return peerAttr{ap: netip.MustParseAddrPort(s), v6: true} }
+func peer(s string) peerAttr  { return peerAttr{ap: netip.MustParseAddrPort(s)} }
+func peer6(s string) peerAttr { return peerAttr{ap: netip.MustParseAddrPort(s), v6: true} }
 func chanNum(n uint16) stun.RawAttribute {
 	return stun.RawAttribute{Type: stun.AttrChannelNumber, Value: []byte{byte(n >> 8), byte(n), 0, 0}}
 }
@@ -625,4 +623,3 @@ func (c *stunClient) expectNothing(d time.Duration) {
 		}
 	}
 }
-

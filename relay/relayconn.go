@@ -82,12 +82,12 @@ func (c *relayConn) SetWriteDeadline(t time.Time) error { return c.sock.SetWrite
 // relayTable indexes live relay sockets by port for the data path: lock-free lookups of
 // "is this an active relayed transport address of ours".
 type relayTable struct {
-	min, max     uint16
-	bind4, pub4  netip.Addr
-	bind6, pub6  netip.Addr
-	v4, v6       []atomic.Pointer[relayConn]
-	tcpMu        sync.Mutex
-	tcp          map[netip.AddrPort]*tcpRelayListener
+	min, max    uint16
+	bind4, pub4 netip.Addr
+	bind6, pub6 netip.Addr
+	v4, v6      []atomic.Pointer[relayConn]
+	tcpMu       sync.Mutex
+	tcp         map[netip.AddrPort]*tcpRelayListener
 }
 
 func newRelayTable(min, max uint16, bind4, pub4, bind6, pub6 netip.Addr) *relayTable {

@@ -796,4 +796,3 @@ func (silentLog) Warn(string)           {}
 func (silentLog) Warnf(string, ...any)  {}
 func (silentLog) Error(string)          {}
 func (silentLog) Errorf(string, ...any) {}
-
