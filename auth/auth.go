@@ -19,7 +19,7 @@ import (
 // Sentinel errors returned by Lookup and ParseRESTUsername. Callers branch on them with errors.Is;
 // Reason maps them to the bounded label set used in metrics.
 var (
-	// ErrMalformed: the username is not "<expiry unix seconds>:<user id>" with a canonical
+	// ErrMalformed: the username is not "<expiry unix seconds>[:<user id>]" with a canonical
 	// decimal expiry (no sign, no leading zero, no spaces, at most 11 digits).
 	ErrMalformed = errors.New("auth: malformed username")
 	// ErrExpired: the REST credential's expiry is not after the current time.
@@ -230,13 +230,11 @@ func (a *Authenticator) Lookup(username string) (Identity, error) {
 }
 
 // ParseRESTUsername splits "<expiry>:<user id>" at the first ':' (the user id may contain
-// more). The expiry must be canonical decimal Unix seconds: digits only, no sign, no leading
-// zero, at most 11 digits. Returns ErrMalformed otherwise.
+// more). A bare "<expiry>", as coturn's clients send without a user, has an empty user id.
+// The expiry must be canonical decimal Unix seconds: digits only, no sign, no leading zero,
+// at most 11 digits. Returns ErrMalformed otherwise.
 func ParseRESTUsername(username string) (expiry int64, userID string, err error) {
-	ts, userID, found := strings.Cut(username, ":")
-	if !found {
-		return 0, "", fmt.Errorf("%w: no ':' separating expiry and user id", ErrMalformed)
-	}
+	ts, userID, _ := strings.Cut(username, ":")
 	if ts == "" || len(ts) > maxExpiryDigits || ts[0] == '0' {
 		return 0, "", fmt.Errorf("%w: expiry is not canonical seconds", ErrMalformed)
 	}

@@ -328,6 +328,18 @@ func TestC18ChannelNumberRange(t *testing.T) {
 					t.Errorf("ChannelBind %#x: %d, want %d", n, code, want)
 				}
 			}
+			// The legacy flag admits the RFC 5766 range, never beyond it.
+			legacy := newTestEnv(t, func(c *Config) { c.LegacyChannelNumbers = true })
+			lc, _ := legacy.allocated(t, network, "u-c18-legacy")
+			for i, n := range []uint16{0x5000, 0x7FFF, 0x8000, 0x3FFF} {
+				want := 0
+				if n == 0x8000 || n == 0x3FFF {
+					want = 400
+				}
+				if code, _ := lc.do(stun.MethodChannelBind, chanNum(n), peer("127.0.0.2:"+strconv.Itoa(7100+i))); code != want {
+					t.Errorf("legacy ChannelBind %#x: %d, want %d", n, code, want)
+				}
+			}
 			if network == "tcp" {
 				var w bytes.Buffer
 				w.Write([]byte{0x50, 0x00, 0x00, 0x03, 1, 2, 3, 0})

@@ -283,7 +283,8 @@ type stunClient struct {
 	realm    string
 	nonce    string
 	key      []byte
-	fp       bool // add FINGERPRINT to requests
+	fp       bool          // add FINGERPRINT to requests
+	last     *stun.Message // the last response do received
 }
 
 func dialClient(t *testing.T, network string, addr net.Addr, local string) *stunClient {
@@ -447,6 +448,7 @@ func (c *stunClient) do(method stun.Method, attrs ...stun.Setter) (int, *stun.Me
 		if err != nil {
 			c.t.Fatalf("%s: %v", method, err)
 		}
+		c.last = r
 		code := errCode(r)
 		if code == 438 {
 			var n stun.Nonce

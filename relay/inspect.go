@@ -173,7 +173,11 @@ func (s *Server) inspect(raw []byte, t Transport, server, client netip.AddrPort,
 		}
 	case stun.MethodChannelBind:
 		if v, err := m.Get(stun.AttrChannelNumber); err == nil && len(v) == 4 {
-			if n := binary.BigEndian.Uint16(v); n < minChannel || n > maxChannel {
+			hi := uint16(maxChannel)
+			if s.cfg.LegacyChannelNumbers {
+				hi = maxFramingChannel
+			}
+			if n := binary.BigEndian.Uint16(v); n < minChannel || n > hi {
 				return refuse(stun.CodeBadRequest) // RFC 8656 §12
 			}
 		}

@@ -43,3 +43,36 @@ func TestRelayRoundTripRaw(t *testing.T) {
 		})
 	}
 }
+
+// An allocation ends when the client deletes it (Refresh with LIFETIME 0) or when its TCP
+// connection closes; the end event says which and carries the traffic totals.
+func TestAllocationEndReasons(t *testing.T) {
+	env := newTestEnv(t)
+	echo := newUDPEcho(t, "127.0.0.2")
+
+	c, _ := env.allocated(t, "udp", "u-end")
+	if code, _ := c.do(stun.MethodCreatePermission, peerAttr{ap: echo.addr()}); code != 0 {
+		t.Fatal("permission")
+	}
+	c.send(c.sendIndication(peerAttr{ap: echo.addr()}, []byte("12345")))
+	c.expectData(0, echo.addr(), []byte("12345"))
+	if code, _ := c.do(stun.MethodRefresh, lifetime(0)); code != 0 {
+		t.Fatalf("Refresh 0: %d", code)
+	}
+	waitFor(t, func() bool { return len(env.sink.ended()) == 1 })
+	e := env.sink.ended()[0]
+	if e.Reason != EndDeletedClient || e.BytesToPeer != 5 || e.PacketsToPeer != 1 ||
+		e.BytesToClient != 5 || e.PacketsToClient != 1 {
+		t.Fatalf("end event %+v", e)
+	}
+
+	tc, _ := env.allocated(t, "tcp", "u-end-tcp")
+	_ = tc.conn.Close()
+	waitFor(t, func() bool { return len(env.sink.ended()) == 2 })
+	if e := env.sink.ended()[1]; e.Reason != EndConnClosed {
+		t.Fatalf("TCP close: %+v", e)
+	}
+	if n := env.srv.AllocationCount(); n != 0 {
+		t.Fatalf("allocations left: %d", n)
+	}
+}

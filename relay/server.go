@@ -70,6 +70,9 @@ type Config struct {
 
 	// TCPAllocations enables RFC 6062 TCP allocations (REQUESTED-TRANSPORT TCP).
 	TCPAllocations bool
+	// LegacyChannelNumbers accepts ChannelBind for 0x5000-0x7FFF too (the RFC 5766 range
+	// that older clients such as coturn 4.6's turnutils_uclient still pick).
+	LegacyChannelNumbers bool
 	// StrictAddressFamily allocates IPv4 when REQUESTED-ADDRESS-FAMILY is absent (RFC 8656
 	// §7.2); otherwise the relay follows the family of the listener the client used.
 	StrictAddressFamily bool
@@ -146,7 +149,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("relay: relay addresses must match their family")
 	}
 	if cfg.RelayIPv4.IsUnspecified() || cfg.RelayIPv6.IsUnspecified() {
-		return nil, errors.New("relay: a relay address must be a specific address, not 0.0.0.0 or ::")
+		return nil, errors.New("relay: a relay address must be a specific address, not the unspecified address")
 	}
 	if len(cfg.UDP) == 0 && len(cfg.TCP) == 0 && len(cfg.TLS) == 0 {
 		return nil, errors.New("relay: no listeners")

@@ -1,0 +1,38 @@
+# Ferry — a TURN/STUN relay for WebRTC video consultations.
+GO          ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Arguments for `make run`, e.g. make run ARGS="--config ferry.yaml"
+ARGS        ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help build run test test-deps test-short lint bench clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## Build bin/ferry
+	$(GO) build -o bin/ferry ./cmd/ferry
+
+run: ## Run ferry serve (embedded default config unless ARGS="--config file")
+	$(GO) run ./cmd/ferry serve $(ARGS)
+
+test: test-deps ## Run every test with the race detector (installs coturn's clients if missing)
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-deps: ## Install the real clients the tests drive (Debian packages), if missing
+	@./.ci/test-deps
+
+test-short: ## Run the tests that need no external tools
+	$(GO) test -short -count=1 ./...
+
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+bench: ## Run the benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean: ## Remove build output
+	rm -rf bin

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ferryrelay/ferry/auth"
+	"github.com/ferryrelay/ferry/config"
+)
+
+func runCmd(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+// `ferry credentials` mints a REST credential the relay accepts, from the same secret that
+// `ferry serve` generates in the data directory.
+func TestCredentialsCommand(t *testing.T) {
+	dir := t.TempDir()
+	out, _, err := runCmd(t, "credentials", "--data-dir", dir, "--user", "dr:smith", "--ttl", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var username, password string
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "username: "); ok {
+			username = v
+		}
+		if v, ok := strings.CutPrefix(line, "password: "); ok {
+			password = v
+		}
+	}
+	secret, err := os.ReadFile(filepath.Join(dir, secretFileName))
+	if err != nil {
+		t.Fatalf("no generated secret: %v", err)
+	}
+	a, _ := auth.New(auth.Config{Secrets: []string{strings.TrimSpace(string(secret))}, MaxTTL: 24 * 3600e9})
+	id, err := a.Lookup(username)
+	if err != nil || id.UserID != "dr:smith" || id.Passwords[0] != password {
+		t.Fatalf("minted %q/%q does not verify: %v", username, password, err)
+	}
+
+	out, _, err = runCmd(t, "credentials", "--data-dir", dir, "--user", "u1", "--json", "--public-host", "turn.clinic.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entry struct {
+		URLs       []string `json:"urls"`
+		Username   string   `json:"username"`
+		Credential string   `json:"credential"`
+	}
+	if err := json.Unmarshal([]byte(out), &entry); err != nil {
+		t.Fatalf("--json output is not JSON: %v\n%s", err, out)
+	}
+	want := []string{"turn:turn.clinic.example:3478?transport=udp", "turn:turn.clinic.example:3478?transport=tcp"}
+	if strings.Join(entry.URLs, " ") != strings.Join(want, " ") || entry.Username == "" || entry.Credential == "" {
+		t.Fatalf("iceServers entry: %+v", entry)
+	}
+
+	if _, _, err := runCmd(t, "credentials", "--data-dir", dir, "--user", "u", "--ttl", "48h"); err == nil {
+		t.Fatal("a TTL above auth.max_ttl must be refused")
+	}
+	if _, _, err := runCmd(t, "credentials", "--data-dir", dir); err == nil {
+		t.Fatal("--user is required")
+	}
+}
+
+func TestConfigCommands(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("relay:\n  allowed_peers: [nonsense]\n  port_min: 10\nturn:\n  realm: \"\"\n"), 0o600)
+	_, _, err := runCmd(t, "config", "validate", "--config", bad)
+	if err == nil || !strings.Contains(err.Error(), "3 problem(s)") {
+		t.Fatalf("validate: %v", err)
+	}
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("auth:\n  secrets: [a-very-secret-secret-value]\n"), 0o600)
+	out, _, err := runCmd(t, "config", "validate", "--config", good)
+	if err != nil || !strings.Contains(out, "OK") {
+		t.Fatalf("validate good: %v %s", err, out)
+	}
+	out, _, err = runCmd(t, "config", "print", "--config", good)
+	if err != nil || strings.Contains(out, "a-very-secret-secret-value") || !strings.Contains(out, "<redacted>") {
+		t.Fatalf("print must redact secrets: %v\n%s", err, out)
+	}
+}
+
+func TestICEURLsForIPv6AndTLS(t *testing.T) {
+	f, err := loadTestConfig(t, "turn:\n  udp_listen: [\"[::]:3478\"]\n  tcp_listen: []\n  tls_listen: [\"0.0.0.0:443\", \"0.0.0.0:5349\"]\n  tls_cert_file: /dev/null\n  tls_key_file: /dev/null\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(iceURLs(f, "2001:db8::1"), " ")
+	want := "turn:[2001:db8::1]:3478?transport=udp turns:[2001:db8::1]:443?transport=tcp turns:[2001:db8::1]:5349?transport=tcp"
+	if got != want {
+		t.Fatalf("urls %q, want %q", got, want)
+	}
+}
+
+func loadTestConfig(t *testing.T, yaml string) (*config.File, error) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return config.Load(config.Options{Path: p})
+}

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/ferryrelay/ferry/config"
+	"github.com/spf13/cobra"
+)
+
+func newConfigCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Check or show the configuration"}
+	validate := &cobra.Command{
+		Use:   "validate",
+		Short: "Check the configuration and list every problem",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := loadConfig(cmd); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "configuration OK")
+			return nil
+		},
+	}
+	print := &cobra.Command{
+		Use:   "print",
+		Short: "Print the effective configuration with secrets redacted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			out, err := f.Redacted()
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		},
+	}
+	defaults := &cobra.Command{
+		Use:   "default",
+		Short: "Print the embedded default configuration, with comments",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := cmd.OutOrStdout().Write(config.Default())
+			return err
+		},
+	}
+	for _, c := range []*cobra.Command{validate, print} {
+		config.AddFlags(c.Flags())
+	}
+	cmd.AddCommand(validate, print, defaults)
+	return cmd
+}

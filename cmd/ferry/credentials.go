@@ -1,0 +1,72 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ferryrelay/ferry/config"
+	"github.com/spf13/cobra"
+)
+
+func newCredentialsCmd() *cobra.Command {
+	var user string
+	var ttl time.Duration
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "credentials --user ID [--ttl 1h] [--json]",
+		Short: "Mint a TURN REST credential from the configured secret",
+		Long: "Mint a time-limited TURN credential (draft-uberti-behave-turn-rest-00): the username is\n" +
+			"<expiry unix seconds>:<user id>, the password base64(HMAC-SHA1(secret, username)).\n" +
+			"With --json, print it as an RTCIceServer entry for RTCConfiguration.iceServers.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			if user == "" {
+				return errors.New("credentials: --user is required")
+			}
+			if !cmd.Flags().Changed("ttl") {
+				ttl = f.Auth.DefaultTTL
+			}
+			secrets, _, _, err := ensureSecret(f)
+			if err != nil {
+				return err
+			}
+			a, err := newAuthenticator(f, secrets)
+			if err != nil {
+				return err
+			}
+			c, err := a.Issue(user, ttl)
+			if err != nil {
+				return fmt.Errorf("credentials: %w", err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				bind4, _, adv4, _, err := relayIPs(f, func(string) {})
+				if err != nil {
+					return err
+				}
+				entry := map[string]any{
+					"urls":       iceURLs(f, publicHost(f, bind4, adv4)),
+					"username":   c.Username,
+					"credential": c.Password,
+				}
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(entry)
+			}
+			fmt.Fprintf(out, "username: %s\npassword: %s\nexpires:  %s (in %s)\n",
+				c.Username, c.Password, c.Expires.Format(time.RFC3339), c.TTL)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&user, "user", "", "user id to embed (may contain ':'; no control characters)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (default auth.default_ttl, at most auth.max_ttl)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print an RTCIceServer JSON entry")
+	config.AddFlags(cmd.Flags())
+	return cmd
+}

@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ferryrelay/ferry/config"
+	"github.com/ferryrelay/ferry/metrics"
+	"github.com/ferryrelay/ferry/relay"
+	"github.com/spf13/cobra"
+)
+
+func newServeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the TURN/STUN relay",
+		Long: "Run the TURN/STUN relay until SIGINT or SIGTERM. Without --config it runs on the\n" +
+			"embedded defaults and generates a TURN REST secret in the data directory.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			return serve(cmd.Context(), f, cmd.ErrOrStderr(), nil)
+		},
+	}
+	config.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// listeners are the sockets serve opened; main owns ports and TLS, components get sockets.
+type listeners struct {
+	udp [][]*net.UDPConn
+	tcp []net.Listener
+	tls []net.Listener
+}
+
+func (l *listeners) close() {
+	for _, socks := range l.udp {
+		for _, s := range socks {
+			_ = s.Close()
+		}
+	}
+	for _, ln := range append(l.tcp, l.tls...) {
+		_ = ln.Close()
+	}
+}
+
+func openListeners(ctx context.Context, f *config.File) (*listeners, error) {
+	l := &listeners{}
+	var lc net.ListenConfig
+	fail := func(err error) (*listeners, error) {
+		l.close()
+		return nil, err
+	}
+	for _, a := range f.TURN.UDPListen {
+		pc, err := lc.ListenPacket(ctx, listenNetwork("udp", a), a)
+		if err != nil {
+			return fail(fmt.Errorf("turn: listen udp %s: %w", a, err))
+		}
+		l.udp = append(l.udp, []*net.UDPConn{pc.(*net.UDPConn)})
+	}
+	for _, a := range f.TURN.TCPListen {
+		ln, err := lc.Listen(ctx, listenNetwork("tcp", a), a)
+		if err != nil {
+			return fail(fmt.Errorf("turn: listen tcp %s: %w", a, err))
+		}
+		l.tcp = append(l.tcp, ln)
+	}
+	for _, a := range f.TURN.TLSListen {
+		ln, err := lc.Listen(ctx, listenNetwork("tcp", a), a)
+		if err != nil {
+			return fail(fmt.Errorf("turn: listen tls %s: %w", a, err))
+		}
+		l.tls = append(l.tls, ln)
+	}
+	return l, nil
+}
+
+func ports(addrs ...net.Addr) string {
+	var s string
+	for i, a := range addrs {
+		if i > 0 {
+			s += ","
+		}
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			s += strconv.Itoa(int(ap.Port()))
+		}
+	}
+	return s
+}
+
+// server is a running Ferry: what serve starts and stops.
+type server struct {
+	relay *relay.Server
+	socks *listeners
+	log   *slog.Logger
+}
+
+// start opens the sockets and starts the relay. It logs ports, never addresses.
+func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, error) {
+	log := newLogger(f, logOut)
+	secrets, path, generated, err := ensureSecret(f)
+	if err != nil {
+		return nil, err
+	}
+	if generated {
+		log.Info("generated a TURN REST secret; mint a credential with: ferry credentials --user alice --ttl 1h",
+			"file", path)
+	}
+	a, err := newAuthenticator(f, secrets)
+	if err != nil {
+		return nil, err
+	}
+	bind4, bind6, adv4, adv6, err := relayIPs(f, func(msg string) { log.Warn(msg) })
+	if err != nil {
+		return nil, err
+	}
+	var tlsConf *tls.Config
+	if len(f.TURN.TLSListen) > 0 {
+		r, err := newCertReloader(f.TURN.TLSCertFile, f.TURN.TLSKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		tlsConf = &tls.Config{GetCertificate: r.get, MinVersion: tls.VersionTLS12}
+	}
+	var allowed, denied []netip.Prefix
+	for _, s := range f.Relay.AllowedPeers {
+		p, _ := config.ParseCIDR(s)
+		allowed = append(allowed, p)
+	}
+	for _, s := range f.Relay.DeniedPeers {
+		p, _ := config.ParseCIDR(s)
+		denied = append(denied, p)
+	}
+	socks, err := openListeners(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	reg := metrics.NewRegistry(metrics.ReadBuildInfo())
+	srv, err := relay.New(relay.Config{
+		Realm:                 f.TURN.Realm,
+		Auth:                  a,
+		UDP:                   socks.udp,
+		TCP:                   socks.tcp,
+		TLS:                   socks.tls,
+		TLSConfig:             tlsConf,
+		RelayIPv4:             bind4,
+		RelayIPv6:             bind6,
+		AdvertisedIPv4:        adv4,
+		AdvertisedIPv6:        adv6,
+		PortMin:               uint16(f.Relay.PortMin),
+		PortMax:               uint16(f.Relay.PortMax),
+		AllowedPeers:          allowed,
+		DeniedPeers:           denied,
+		TCPAllocations:        f.Relay.TCPAllocations,
+		StrictAddressFamily:   f.Relay.StrictAddressFamily,
+		LegacyChannelNumbers:  f.Relay.LegacyChannels,
+		MaxAllocationAge:      f.Relay.MaxAllocationAge,
+		MaxAllocations:        f.Relay.MaxAllocations,
+		MaxAllocationsPerUser: f.Relay.MaxAllocationsUser,
+		UnauthRate:            f.Relay.UnauthRate,
+		UnauthBurst:           f.Relay.UnauthBurst,
+		Registerer:            reg,
+		Logger:                log,
+	})
+	if err != nil {
+		socks.close()
+		return nil, err
+	}
+	var udpAddrs, tcpAddrs, tlsAddrs []net.Addr
+	for _, s := range socks.udp {
+		udpAddrs = append(udpAddrs, s[0].LocalAddr())
+	}
+	for _, l := range socks.tcp {
+		tcpAddrs = append(tcpAddrs, l.Addr())
+	}
+	for _, l := range socks.tls {
+		tlsAddrs = append(tlsAddrs, l.Addr())
+	}
+	log.Info("ferry serving", "udp_ports", ports(udpAddrs...), "tcp_ports", ports(tcpAddrs...),
+		"tls_ports", ports(tlsAddrs...), "relay_ports", fmt.Sprintf("%d-%d", f.Relay.PortMin, f.Relay.PortMax))
+	return &server{relay: srv, socks: socks, log: log}, nil
+}
+
+// stop closes the listeners and waits for every goroutine.
+func (s *server) stop() error {
+	err := s.relay.Close()
+	s.socks.close()
+	return err
+}
+
+// serve runs Ferry until ctx is done (SIGINT/SIGTERM), then stops it. started, if not nil,
+// receives the running server (for tests).
+func serve(ctx context.Context, f *config.File, logOut io.Writer, started func(*server)) error {
+	s, err := start(ctx, f, logOut)
+	if err != nil {
+		return err
+	}
+	if started != nil {
+		started(s)
+	}
+	<-ctx.Done()
+	s.log.Info("stopping")
+	if err := s.stop(); err != nil {
+		return err
+	}
+	s.log.Info("stopped")
+	return nil
+}
+
+// certReloader serves a certificate from PEM files and reloads it when the files change, so
+// a renewed certificate takes effect without dropping allocations.
+type certReloader struct {
+	certFile, keyFile string
+	mu                sync.Mutex
+	cert              *tls.Certificate
+	modTime           time.Time
+	checked           time.Time
+}
+
+func newCertReloader(certFile, keyFile string) (*certReloader, error) {
+	r := &certReloader{certFile: certFile, keyFile: keyFile}
+	if err := r.load(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *certReloader) load() error {
+	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	if err != nil {
+		return fmt.Errorf("turn: TLS certificate: %w", err)
+	}
+	r.cert = &c
+	r.modTime = latestModTime(r.certFile, r.keyFile)
+	return nil
+}
+
+func latestModTime(files ...string) time.Time {
+	var t time.Time
+	for _, f := range files {
+		if fi, err := statFile(f); err == nil && fi.After(t) {
+			t = fi
+		}
+	}
+	return t
+}
+
+func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); now.Sub(r.checked) > 10*time.Second {
+		r.checked = now
+		if latestModTime(r.certFile, r.keyFile).After(r.modTime) {
+			if err := r.load(); err != nil {
+				return r.cert, nil // keep serving the old certificate; the files may be mid-write
+			}
+		}
+	}
+	if r.cert == nil {
+		return nil, errors.New("no certificate")
+	}
+	return r.cert, nil
+}

@@ -1,0 +1,247 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ferryrelay/ferry/auth"
+	"github.com/ferryrelay/ferry/config"
+	"github.com/spf13/cobra"
+)
+
+// loadConfig loads the configuration for a command: --config, FERRY_* and the command's flags.
+func loadConfig(cmd *cobra.Command) (*config.File, error) {
+	path, _ := cmd.Flags().GetString("config")
+	return config.Load(config.Options{Path: path, Flags: cmd.Flags(), Environ: os.Environ()})
+}
+
+func newLogger(f *config.File, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(f.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if f.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// dataDir returns the configured state directory or the user's state directory, created
+// with mode 0700.
+func dataDir(f *config.File) (string, error) {
+	dir := f.Server.DataDir
+	if dir == "" {
+		if x := os.Getenv("XDG_STATE_HOME"); x != "" {
+			dir = filepath.Join(x, "ferry")
+		} else {
+			home, err := os.UserHomeDir()
+			if err != nil {
+				return "", fmt.Errorf("data dir: %w (set server.data_dir)", err)
+			}
+			dir = filepath.Join(home, ".local", "state", "ferry")
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("data dir: %w", err)
+	}
+	return dir, nil
+}
+
+const secretFileName = "turn-secret"
+
+// ensureSecret returns the configured secrets, or the secret kept in the data directory,
+// generating it (32 random bytes) on first use. generated reports a new secret.
+func ensureSecret(f *config.File) (secrets []string, path string, generated bool, err error) {
+	if len(f.Auth.Secrets) > 0 {
+		return f.Auth.Secrets, "", false, nil
+	}
+	dir, err := dataDir(f)
+	if err != nil {
+		return nil, "", false, err
+	}
+	path = filepath.Join(dir, secretFileName)
+	data, err := os.ReadFile(path)
+	if err == nil {
+		s := strings.TrimSpace(string(data))
+		if len(s) < 16 {
+			return nil, path, false, fmt.Errorf("secret file %s is too short; delete it to generate a new one", path)
+		}
+		return []string{s}, path, false, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, path, false, fmt.Errorf("secret file: %w", err)
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return nil, path, false, err
+	}
+	s := base64.RawURLEncoding.EncodeToString(buf)
+	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) { // another ferry process won the race
+			return ensureSecret(f)
+		}
+		return nil, path, false, fmt.Errorf("secret file: %w", err)
+	}
+	if _, err := fh.WriteString(s + "\n"); err != nil {
+		fh.Close()
+		return nil, path, false, fmt.Errorf("secret file: %w", err)
+	}
+	if err := fh.Close(); err != nil {
+		return nil, path, false, fmt.Errorf("secret file: %w", err)
+	}
+	return []string{s}, path, true, nil
+}
+
+func newAuthenticator(f *config.File, secrets []string) (*auth.Authenticator, error) {
+	static := map[string]string{}
+	for _, u := range f.Auth.StaticUsers {
+		static[u.Name] = u.Password
+	}
+	return auth.New(auth.Config{Secrets: secrets, StaticUsers: static, MaxTTL: f.Auth.MaxTTL, ClockSkew: f.Auth.ClockSkew})
+}
+
+// relayIPs resolves relay.bind_ip ("auto") and the advertised addresses. warn receives
+// operator advice (never an address of a user).
+func relayIPs(f *config.File, warn func(string)) (bind4, bind6, adv4, adv6 netip.Addr, err error) {
+	switch f.Relay.BindIP {
+	case "":
+	case "auto":
+		bind4 = detectIPv4()
+		if bind4.IsLoopback() {
+			warn("relay.bind_ip auto: no global IPv4 address on this host; relaying on 127.0.0.1 serves local clients only. Set relay.bind_ip.")
+		}
+	default:
+		bind4, err = netip.ParseAddr(f.Relay.BindIP)
+	}
+	if err == nil && f.Relay.BindIPv6 != "" {
+		bind6, err = netip.ParseAddr(f.Relay.BindIPv6)
+	}
+	if err == nil && f.Relay.AdvertisedIP != "" {
+		adv4, err = netip.ParseAddr(f.Relay.AdvertisedIP)
+	}
+	if err == nil && f.Relay.AdvertisedIPv6 != "" {
+		adv6, err = netip.ParseAddr(f.Relay.AdvertisedIPv6)
+	}
+	if err != nil {
+		return
+	}
+	bind4 = bind4.Unmap()
+	adv4 = adv4.Unmap()
+	if bind4.IsValid() && bind4.IsPrivate() && !adv4.IsValid() {
+		warn("relayed addresses are private (relay.bind_ip); behind NAT set relay.advertised_ip, or peers outside this network cannot reach them")
+	}
+	return
+}
+
+// detectIPv4 returns the first global unicast IPv4 address of an up, non-loopback interface,
+// preferring public over private addresses, or 127.0.0.1.
+func detectIPv4() netip.Addr {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return netip.MustParseAddr("127.0.0.1")
+	}
+	var private netip.Addr
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			n, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(n.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if !ip.Is4() || !ip.IsGlobalUnicast() {
+				continue
+			}
+			if !ip.IsPrivate() {
+				return ip
+			}
+			if !private.IsValid() {
+				private = ip
+			}
+		}
+	}
+	if private.IsValid() {
+		return private
+	}
+	return netip.MustParseAddr("127.0.0.1")
+}
+
+// listenNetwork picks udp4/udp6 (tcp4/tcp6) for explicit addresses, so that "0.0.0.0:3478"
+// and "[::]:3478" can both be configured, and the dual-stack network for ":3478".
+func listenNetwork(base, addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return base
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() && !ip.Is4In6() {
+		return base + "6"
+	}
+	return base + "4"
+}
+
+// publicHost is the host for turn: URLs: server.public_host, else the advertised or relay IP.
+func publicHost(f *config.File, bind4, adv4 netip.Addr) string {
+	if f.Server.PublicHost != "" {
+		return f.Server.PublicHost
+	}
+	if adv4.IsValid() {
+		return adv4.String()
+	}
+	return bind4.String()
+}
+
+// iceURLs returns the turn:/turns: URLs of the configured listeners (RFC 7065).
+func iceURLs(f *config.File, host string) []string {
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
+		host = "[" + host + "]"
+	}
+	var urls []string
+	seen := map[string]bool{}
+	add := func(scheme, addr, transport string) {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return
+		}
+		u := fmt.Sprintf("%s:%s:%s?transport=%s", scheme, host, port, transport)
+		if !seen[u] {
+			seen[u] = true
+			urls = append(urls, u)
+		}
+	}
+	for _, a := range f.TURN.UDPListen {
+		add("turn", a, "udp")
+	}
+	for _, a := range f.TURN.TCPListen {
+		add("turn", a, "tcp")
+	}
+	for _, a := range f.TURN.TLSListen {
+		add("turns", a, "tcp")
+	}
+	return urls
+}
+
+func statFile(p string) (time.Time, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return time.Time{}, err
+	}
+	return fi.ModTime(), nil
+}

@@ -1,0 +1,436 @@
+// Package config is Ferry's configuration: the YAML schema with its embedded defaults, the
+// FERRY_<SECTION>_<KEY> environment and flag overlay (spf13/viper), and validation that
+// reports every problem at once.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// Default returns the embedded default configuration (YAML, with comments).
+func Default() []byte { return bytes.Clone(defaultYAML) }
+
+// File is the whole configuration.
+type File struct {
+	Server ServerSection `mapstructure:"server" yaml:"server"`
+	Log    LogSection    `mapstructure:"log" yaml:"log"`
+	TURN   TURNSection   `mapstructure:"turn" yaml:"turn"`
+	Relay  RelaySection  `mapstructure:"relay" yaml:"relay"`
+	Auth   AuthSection   `mapstructure:"auth" yaml:"auth"`
+}
+
+// ServerSection holds process-wide settings.
+type ServerSection struct {
+	// DataDir holds generated secrets and the allocation log; "" means the user state dir.
+	DataDir string `mapstructure:"data_dir" yaml:"data_dir"`
+	// PublicHost is the host name (or IP) clients use in turn: URLs; "" means the advertised
+	// or relay IP.
+	PublicHost string `mapstructure:"public_host" yaml:"public_host"`
+}
+
+// LogSection configures the process log (log/slog).
+type LogSection struct {
+	Level  string `mapstructure:"level" yaml:"level"`   // debug | info | warn | error
+	Format string `mapstructure:"format" yaml:"format"` // text | json
+}
+
+// TURNSection configures the TURN/STUN listeners.
+type TURNSection struct {
+	Realm       string   `mapstructure:"realm" yaml:"realm"`
+	UDPListen   []string `mapstructure:"udp_listen" yaml:"udp_listen"`
+	TCPListen   []string `mapstructure:"tcp_listen" yaml:"tcp_listen"`
+	TLSListen   []string `mapstructure:"tls_listen" yaml:"tls_listen"`
+	TLSCertFile string   `mapstructure:"tls_cert_file" yaml:"tls_cert_file"`
+	TLSKeyFile  string   `mapstructure:"tls_key_file" yaml:"tls_key_file"`
+}
+
+// RelaySection configures relayed transport addresses and the peer policy.
+type RelaySection struct {
+	BindIP              string        `mapstructure:"bind_ip" yaml:"bind_ip"` // "auto" or an IPv4 address
+	BindIPv6            string        `mapstructure:"bind_ipv6" yaml:"bind_ipv6"`
+	AdvertisedIP        string        `mapstructure:"advertised_ip" yaml:"advertised_ip"`
+	AdvertisedIPv6      string        `mapstructure:"advertised_ipv6" yaml:"advertised_ipv6"`
+	PortMin             int           `mapstructure:"port_min" yaml:"port_min"`
+	PortMax             int           `mapstructure:"port_max" yaml:"port_max"`
+	AllowedPeers        []string      `mapstructure:"allowed_peers" yaml:"allowed_peers"`
+	DeniedPeers         []string      `mapstructure:"denied_peers" yaml:"denied_peers"`
+	TCPAllocations      bool          `mapstructure:"tcp_allocations" yaml:"tcp_allocations"`
+	StrictAddressFamily bool          `mapstructure:"strict_address_family" yaml:"strict_address_family"`
+	LegacyChannels      bool          `mapstructure:"legacy_channel_numbers" yaml:"legacy_channel_numbers"`
+	MaxAllocationAge    time.Duration `mapstructure:"max_allocation_age" yaml:"max_allocation_age"`
+	MaxAllocations      int           `mapstructure:"max_allocations" yaml:"max_allocations"`
+	MaxAllocationsUser  int           `mapstructure:"max_allocations_per_user" yaml:"max_allocations_per_user"`
+	UnauthRate          float64       `mapstructure:"unauth_rate" yaml:"unauth_rate"`
+	UnauthBurst         int           `mapstructure:"unauth_burst" yaml:"unauth_burst"`
+}
+
+// AuthSection configures credentials.
+type AuthSection struct {
+	// Secrets are the TURN REST secrets after resolution (SecretsFile read in). Never logged.
+	Secrets     []string      `mapstructure:"secrets" yaml:"secrets"`
+	SecretsFile string        `mapstructure:"secrets_file" yaml:"secrets_file"`
+	MaxTTL      time.Duration `mapstructure:"max_ttl" yaml:"max_ttl"`
+	DefaultTTL  time.Duration `mapstructure:"default_ttl" yaml:"default_ttl"`
+	ClockSkew   time.Duration `mapstructure:"clock_skew" yaml:"clock_skew"`
+	StaticUsers []StaticUser  `mapstructure:"static_users" yaml:"static_users"`
+}
+
+// StaticUser is a fixed username and password for legacy apps.
+type StaticUser struct {
+	Name     string `mapstructure:"name" yaml:"name"`
+	Password string `mapstructure:"password" yaml:"password"`
+}
+
+// Options say where configuration comes from besides the embedded default.
+type Options struct {
+	// Path is a YAML file merged over the defaults; "" means none.
+	Path string
+	// Flags are command-line flags bound to keys (see FlagKeys); only changed flags apply.
+	Flags *pflag.FlagSet
+	// Environ is the process environment (os.Environ()); FERRY_* variables override keys.
+	Environ []string
+}
+
+// FlagKeys maps flag names to configuration keys for the common settings.
+var FlagKeys = map[string]string{
+	"data-dir":      "server.data_dir",
+	"public-host":   "server.public_host",
+	"log-level":     "log.level",
+	"log-format":    "log.format",
+	"realm":         "turn.realm",
+	"udp-listen":    "turn.udp_listen",
+	"tcp-listen":    "turn.tcp_listen",
+	"tls-listen":    "turn.tls_listen",
+	"relay-ip":      "relay.bind_ip",
+	"advertised-ip": "relay.advertised_ip",
+	"allowed-peer":  "relay.allowed_peers",
+}
+
+// AddFlags registers the common flags on fs.
+func AddFlags(fs *pflag.FlagSet) {
+	fs.String("data-dir", "", "state directory (server.data_dir)")
+	fs.String("public-host", "", "host name clients use in turn: URLs (server.public_host)")
+	fs.String("log-level", "", "debug, info, warn or error (log.level)")
+	fs.String("log-format", "", "text or json (log.format)")
+	fs.String("realm", "", "TURN realm (turn.realm)")
+	fs.StringSlice("udp-listen", nil, "UDP listen addresses (turn.udp_listen)")
+	fs.StringSlice("tcp-listen", nil, "TCP listen addresses (turn.tcp_listen)")
+	fs.StringSlice("tls-listen", nil, "TLS listen addresses (turn.tls_listen)")
+	fs.String("relay-ip", "", "relay bind IPv4 address or auto (relay.bind_ip)")
+	fs.String("advertised-ip", "", "public IPv4 address behind 1:1 NAT (relay.advertised_ip)")
+	fs.StringSlice("allowed-peer", nil, "peer CIDR to allow (relay.allowed_peers)")
+}
+
+const envPrefix = "FERRY_"
+
+// Load reads the defaults, the file, the environment and the flags, resolves secret files and
+// validates. The error lists every problem found, one per line.
+func Load(opts Options) (*File, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(defaultYAML)); err != nil {
+		return nil, fmt.Errorf("config: embedded default: %w", err)
+	}
+	var problems []error
+	if opts.Path != "" {
+		data, err := os.ReadFile(opts.Path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := v.MergeConfig(bytes.NewReader(data)); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", opts.Path, err)
+		}
+	}
+	known := knownKeys(v)
+	v.SetEnvPrefix(strings.TrimSuffix(envPrefix, "_"))
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AllowEmptyEnv(true)
+	v.AutomaticEnv()
+	for _, kv := range opts.Environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, envPrefix) {
+			continue
+		}
+		key := strings.ToLower(strings.TrimPrefix(name, envPrefix))
+		if !known[key] {
+			problems = append(problems, fmt.Errorf("environment: %s is not a configuration key", name))
+		}
+	}
+	if opts.Flags != nil {
+		for flag, key := range FlagKeys {
+			if f := opts.Flags.Lookup(flag); f != nil && f.Changed {
+				if err := v.BindPFlag(key, f); err != nil {
+					problems = append(problems, err)
+				}
+			}
+		}
+	}
+	var f File
+	if err := v.UnmarshalExact(&f); err != nil {
+		problems = append(problems, decodeProblems(err)...)
+	}
+	problems = append(problems, f.resolveSecrets()...)
+	problems = append(problems, f.Validate()...)
+	if len(problems) > 0 {
+		return &f, joinProblems(problems)
+	}
+	return &f, nil
+}
+
+// knownKeys returns the underscore-joined keys (as in FERRY_ variables) of the defaults.
+func knownKeys(v *viper.Viper) map[string]bool {
+	m := map[string]bool{}
+	for _, k := range v.AllKeys() {
+		m[strings.ReplaceAll(k, ".", "_")] = true
+	}
+	return m
+}
+
+// decodeProblems splits mapstructure's combined error into one problem per line.
+func decodeProblems(err error) []error {
+	var out []error
+	for _, line := range strings.Split(err.Error(), "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
+		if line == "" || strings.HasSuffix(line, "error(s) decoding:") || strings.HasPrefix(line, "decoding failed due to") {
+			continue
+		}
+		if section, keys, ok := strings.Cut(line, " has invalid keys: "); ok {
+			section = strings.Trim(section, "'")
+			if section == "" {
+				line = "unknown top-level key(s): " + keys
+			} else {
+				line = section + ": unknown key(s): " + keys
+			}
+		}
+		out = append(out, errors.New(line))
+	}
+	if len(out) == 0 {
+		out = append(out, err)
+	}
+	return out
+}
+
+// joinProblems makes one error whose message lists every problem on its own line.
+func joinProblems(problems []error) error {
+	lines := make([]string, len(problems))
+	for i, p := range problems {
+		lines[i] = "  - " + p.Error()
+	}
+	return fmt.Errorf("config: %d problem(s):\n%s", len(problems), strings.Join(lines, "\n"))
+}
+
+// resolveSecrets reads auth.secrets_file (one secret per line; blank lines and lines
+// starting with # are ignored).
+func (f *File) resolveSecrets() []error {
+	if f.Auth.SecretsFile == "" {
+		return nil
+	}
+	if len(f.Auth.Secrets) > 0 {
+		return []error{errors.New("auth: set secrets or secrets_file, not both")}
+	}
+	data, err := os.ReadFile(f.Auth.SecretsFile)
+	if err != nil {
+		return []error{fmt.Errorf("auth.secrets_file: %w", err)}
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line != "" && !strings.HasPrefix(line, "#") {
+			f.Auth.Secrets = append(f.Auth.Secrets, line)
+		}
+	}
+	if len(f.Auth.Secrets) == 0 {
+		return []error{fmt.Errorf("auth.secrets_file: %s holds no secret", f.Auth.SecretsFile)}
+	}
+	return nil
+}
+
+// Validate checks every value and returns all problems.
+func (f *File) Validate() []error {
+	var p []error
+	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+
+	if h := f.Server.PublicHost; h != "" && (strings.ContainsAny(h, "/?#@ :") && !isIPv6(h)) {
+		add("server.public_host: %q is not a host name or IP address", h)
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, f.Log.Level) {
+		add("log.level: %q is not debug, info, warn or error", f.Log.Level)
+	}
+	if !slices.Contains([]string{"text", "json"}, f.Log.Format) {
+		add("log.format: %q is not text or json", f.Log.Format)
+	}
+
+	if r := f.TURN.Realm; r == "" || len(r) > 763 || len([]rune(r)) > 127 || strings.IndexFunc(r, unicode.IsControl) >= 0 {
+		add("turn.realm: must be 1-127 printable characters, got %q", r)
+	}
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"turn.udp_listen", f.TURN.UDPListen}, {"turn.tcp_listen", f.TURN.TCPListen}, {"turn.tls_listen", f.TURN.TLSListen}} {
+		for _, a := range l.list {
+			if err := checkListen(a); err != nil {
+				add("%s: %q: %v", l.key, a, err)
+			}
+		}
+	}
+	if len(f.TURN.UDPListen)+len(f.TURN.TCPListen)+len(f.TURN.TLSListen) == 0 {
+		add("turn: no listeners: set udp_listen, tcp_listen or tls_listen")
+	}
+	if len(f.TURN.TLSListen) > 0 && (f.TURN.TLSCertFile == "" || f.TURN.TLSKeyFile == "") {
+		add("turn.tls_listen needs turn.tls_cert_file and turn.tls_key_file")
+	}
+	for _, file := range []struct{ key, path string }{{"turn.tls_cert_file", f.TURN.TLSCertFile}, {"turn.tls_key_file", f.TURN.TLSKeyFile}} {
+		if file.path != "" {
+			if _, err := os.Stat(file.path); err != nil {
+				add("%s: %v", file.key, err)
+			}
+		}
+	}
+
+	checkIP := func(key, s string, v6 bool, allowAuto bool) {
+		if s == "" || (allowAuto && s == "auto") {
+			return
+		}
+		ip, err := netip.ParseAddr(s)
+		switch {
+		case err != nil:
+			add("%s: %q is not an IP address", key, s)
+		case v6 && !ip.Is6():
+			add("%s: %q is not an IPv6 address", key, s)
+		case !v6 && !ip.Unmap().Is4():
+			add("%s: %q is not an IPv4 address", key, s)
+		case ip.IsUnspecified() || ip.IsMulticast():
+			add("%s: %q cannot be a relayed address", key, s)
+		}
+	}
+	checkIP("relay.bind_ip", f.Relay.BindIP, false, true)
+	checkIP("relay.bind_ipv6", f.Relay.BindIPv6, true, false)
+	checkIP("relay.advertised_ip", f.Relay.AdvertisedIP, false, false)
+	checkIP("relay.advertised_ipv6", f.Relay.AdvertisedIPv6, true, false)
+	if f.Relay.BindIP == "" && f.Relay.BindIPv6 == "" {
+		add("relay: bind_ip and bind_ipv6 are both empty: nothing to relay from")
+	}
+	if f.Relay.AdvertisedIPv6 != "" && f.Relay.BindIPv6 == "" {
+		add("relay.advertised_ipv6 needs relay.bind_ipv6")
+	}
+	if f.Relay.PortMin < 1024 || f.Relay.PortMax > 65535 || f.Relay.PortMin > f.Relay.PortMax {
+		add("relay: port range %d-%d must lie within 1024-65535 with port_min <= port_max", f.Relay.PortMin, f.Relay.PortMax)
+	}
+	for _, l := range []struct {
+		key  string
+		list []string
+	}{{"relay.allowed_peers", f.Relay.AllowedPeers}, {"relay.denied_peers", f.Relay.DeniedPeers}} {
+		for _, s := range l.list {
+			if _, err := ParseCIDR(s); err != nil {
+				add("%s: %q is not a CIDR or IP address", l.key, s)
+			}
+		}
+	}
+	if f.Relay.MaxAllocationAge <= 0 {
+		add("relay.max_allocation_age: must be positive, got %s", f.Relay.MaxAllocationAge)
+	}
+	if f.Relay.MaxAllocations < 0 || f.Relay.MaxAllocationsUser < 0 {
+		add("relay: allocation caps cannot be negative")
+	}
+	if f.Relay.UnauthBurst < 0 {
+		add("relay.unauth_burst: cannot be negative")
+	}
+
+	if f.Auth.MaxTTL <= 0 || f.Auth.MaxTTL > 7*24*time.Hour {
+		add("auth.max_ttl: must be in (0, 168h], got %s", f.Auth.MaxTTL)
+	}
+	if f.Auth.DefaultTTL <= 0 || f.Auth.DefaultTTL > f.Auth.MaxTTL {
+		add("auth.default_ttl: must be positive and at most auth.max_ttl (%s), got %s", f.Auth.MaxTTL, f.Auth.DefaultTTL)
+	}
+	if f.Auth.ClockSkew < 0 || f.Auth.ClockSkew > time.Hour {
+		add("auth.clock_skew: must be in [0, 1h], got %s", f.Auth.ClockSkew)
+	}
+	for i, s := range f.Auth.Secrets {
+		if len(s) < 16 {
+			add("auth.secrets[%d]: shorter than 16 characters", i)
+		}
+	}
+	names := map[string]bool{}
+	for i, u := range f.Auth.StaticUsers {
+		switch {
+		case u.Name == "" || u.Password == "":
+			add("auth.static_users[%d]: name and password are required", i)
+		case names[u.Name]:
+			add("auth.static_users[%d]: duplicate name", i)
+		case strings.Contains(u.Name, ":"):
+			add("auth.static_users[%d]: a static name cannot contain ':' (reserved for REST usernames)", i)
+		}
+		names[u.Name] = true
+	}
+	return p
+}
+
+func isIPv6(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Is6()
+}
+
+func checkListen(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return err
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return errors.New("host must be an IP address")
+		}
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return errors.New("port must be 0-65535")
+	}
+	return nil
+}
+
+// ParseCIDR parses a CIDR or a bare address (a single host).
+func ParseCIDR(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Redacted returns the configuration as YAML with every secret and password replaced.
+func (f *File) Redacted() ([]byte, error) {
+	c := *f
+	c.Auth.Secrets = redact(f.Auth.Secrets)
+	c.Auth.StaticUsers = nil
+	for _, u := range f.Auth.StaticUsers {
+		c.Auth.StaticUsers = append(c.Auth.StaticUsers, StaticUser{Name: u.Name, Password: "<redacted>"})
+	}
+	return yaml.Marshal(c)
+}
+
+func redact(in []string) []string {
+	out := make([]string, len(in))
+	for i := range in {
+		out[i] = "<redacted>"
+	}
+	return out
+}

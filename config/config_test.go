@@ -1,0 +1,150 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func write(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "ferry.yaml")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestEmbeddedDefaultIsValid(t *testing.T) {
+	f, err := Load(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.TURN.Realm != "ferry" || f.TURN.UDPListen[0] != "0.0.0.0:3478" || f.TURN.TCPListen[0] != "0.0.0.0:3478" {
+		t.Fatalf("defaults: %+v", f.TURN)
+	}
+	if f.Relay.PortMin != 49152 || f.Relay.PortMax != 65535 || f.Relay.MaxAllocationAge != 12*time.Hour {
+		t.Fatalf("relay defaults: %+v", f.Relay)
+	}
+}
+
+func TestFileEnvAndFlagsOverride(t *testing.T) {
+	p := write(t, "turn:\n  realm: clinic.example\n  tcp_listen: []\nrelay:\n  allowed_peers: [10.1.0.0/16]\n")
+	t.Setenv("FERRY_RELAY_PORT_MIN", "50000")
+	t.Setenv("FERRY_AUTH_SECRETS", "first-secret-0123456789,second-secret-0123456789")
+	t.Setenv("FERRY_TURN_UDP_LISTEN", "")
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	AddFlags(fs)
+	if err := fs.Parse([]string{"--log-level", "debug", "--tcp-listen", "127.0.0.1:3479"}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Load(Options{Path: p, Flags: fs, Environ: os.Environ()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.TURN.Realm != "clinic.example" || f.Relay.AllowedPeers[0] != "10.1.0.0/16" {
+		t.Errorf("file values lost: %+v", f)
+	}
+	if f.Relay.PortMin != 50000 || len(f.Auth.Secrets) != 2 || f.Auth.Secrets[1] != "second-secret-0123456789" {
+		t.Errorf("env values lost: %+v %d", f.Relay.PortMin, len(f.Auth.Secrets))
+	}
+	if len(f.TURN.UDPListen) != 0 {
+		t.Errorf("an empty env var must empty the list: %q", f.TURN.UDPListen)
+	}
+	if f.Log.Level != "debug" || len(f.TURN.TCPListen) != 1 || f.TURN.TCPListen[0] != "127.0.0.1:3479" {
+		t.Errorf("flags lost: %+v %+v", f.Log, f.TURN.TCPListen)
+	}
+}
+
+// Every mistake is reported at once, so an operator fixes the file in one go.
+func TestEveryProblemListedAtOnce(t *testing.T) {
+	p := write(t, `
+turn:
+  realm: ""
+  udp_listen: ["not-an-address"]
+  tls_listen: [":5349"]
+  colour: blue
+relay:
+  port_min: 70000
+  allowed_peers: ["10.0.0.0/33", "bogus"]
+  denied_peers: ["::1/129"]
+  max_allocation_age: forever
+auth:
+  max_ttl: 0s
+  secrets: ["short"]
+  static_users: [{name: "a:b", password: x}]
+extra: 1
+`)
+	t.Setenv("FERRY_TURN_REALMM", "typo")
+	_, err := Load(Options{Path: p, Environ: os.Environ()})
+	if err == nil {
+		t.Fatal("a broken config loaded")
+	}
+	for _, want := range []string{
+		"FERRY_TURN_REALMM is not a configuration key",
+		"turn: unknown key(s): colour",
+		"unknown top-level key(s): extra",
+		"turn.realm",
+		`turn.udp_listen: "not-an-address"`,
+		"turn.tls_listen needs turn.tls_cert_file",
+		"port range 70000-65535",
+		`"10.0.0.0/33" is not a CIDR`,
+		`"bogus" is not a CIDR`,
+		`relay.denied_peers: "::1/129"`,
+		"relay.max_allocation_age",
+		"auth.max_ttl",
+		"auth.secrets[0]: shorter than 16",
+		"auth.static_users[0]: a static name cannot contain ':'",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing problem %q in:\n%v", want, err)
+		}
+	}
+}
+
+func TestSecretsFileAndRedaction(t *testing.T) {
+	dir := t.TempDir()
+	sf := filepath.Join(dir, "secrets")
+	if err := os.WriteFile(sf, []byte("# current first\nnew-secret-0123456789\n\nold-secret-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := write(t, "auth:\n  secrets_file: "+sf+"\n  static_users: [{name: legacy, password: hunter2-password}]\n")
+	f, err := Load(Options{Path: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Auth.Secrets) != 2 || f.Auth.Secrets[0] != "new-secret-0123456789" {
+		t.Fatalf("secrets from file: %d", len(f.Auth.Secrets))
+	}
+	out, err := f.Redacted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"new-secret-0123456789", "old-secret-0123456789", "hunter2-password"} {
+		if strings.Contains(string(out), secret) {
+			t.Fatalf("config print shows a secret:\n%s", out)
+		}
+	}
+	if !strings.Contains(string(out), "legacy") {
+		t.Fatal("redaction removed the user name too")
+	}
+
+	both := write(t, "auth:\n  secrets: [abcdefghijklmnopq]\n  secrets_file: "+sf+"\n")
+	if _, err := Load(Options{Path: both}); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Fatalf("secrets and secrets_file together: %v", err)
+	}
+	missing := write(t, "auth:\n  secrets_file: /nonexistent/ferry-secrets\n")
+	if _, err := Load(Options{Path: missing}); err == nil || !strings.Contains(err.Error(), "auth.secrets_file") {
+		t.Fatalf("missing secrets file: %v", err)
+	}
+}
+
+func TestMissingConfigFile(t *testing.T) {
+	if _, err := Load(Options{Path: "/nonexistent/ferry.yaml"}); err == nil {
+		t.Fatal("a missing --config file must fail")
+	}
+}
