@@ -6,10 +6,12 @@ package config
 import (
 	"bytes"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -35,6 +37,36 @@ type File struct {
 	TURN   TURNSection   `mapstructure:"turn" yaml:"turn"`
 	Relay  RelaySection  `mapstructure:"relay" yaml:"relay"`
 	Auth   AuthSection   `mapstructure:"auth" yaml:"auth"`
+	HTTP   HTTPSection   `mapstructure:"http" yaml:"http"`
+	API    APISection    `mapstructure:"api" yaml:"api"`
+}
+
+// HTTPSection configures the signaling HTTP listener (ICE servers, health).
+type HTTPSection struct {
+	Listen            string        `mapstructure:"listen" yaml:"listen"` // "" disables
+	TLSCertFile       string        `mapstructure:"tls_cert_file" yaml:"tls_cert_file"`
+	TLSKeyFile        string        `mapstructure:"tls_key_file" yaml:"tls_key_file"`
+	TrustedProxies    []string      `mapstructure:"trusted_proxies" yaml:"trusted_proxies"`
+	AllowedOrigins    []string      `mapstructure:"allowed_origins" yaml:"allowed_origins"`
+	MaxBodyBytes      int64         `mapstructure:"max_body_bytes" yaml:"max_body_bytes"`
+	MaxHeaderBytes    int           `mapstructure:"max_header_bytes" yaml:"max_header_bytes"`
+	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout" yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `mapstructure:"read_timeout" yaml:"read_timeout"`
+	WriteTimeout      time.Duration `mapstructure:"write_timeout" yaml:"write_timeout"`
+	IdleTimeout       time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
+}
+
+// APISection configures the API keys that may call the HTTP API.
+type APISection struct {
+	Keys  []APIKey `mapstructure:"keys" yaml:"keys"`
+	Rate  float64  `mapstructure:"rate" yaml:"rate"`   // requests per second per key
+	Burst int      `mapstructure:"burst" yaml:"burst"` // bucket size per key
+}
+
+// APIKey is a named API key, stored as the hex SHA-256 of the key (ferry apikey new).
+type APIKey struct {
+	Name   string `mapstructure:"name" yaml:"name"`
+	SHA256 string `mapstructure:"sha256" yaml:"sha256"`
 }
 
 // ServerSection holds process-wide settings.
@@ -113,6 +145,7 @@ type Options struct {
 var FlagKeys = map[string]string{
 	"data-dir":      "server.data_dir",
 	"public-host":   "server.public_host",
+	"http-listen":   "http.listen",
 	"log-level":     "log.level",
 	"log-format":    "log.format",
 	"realm":         "turn.realm",
@@ -128,6 +161,7 @@ var FlagKeys = map[string]string{
 func AddFlags(fs *pflag.FlagSet) {
 	fs.String("data-dir", "", "state directory (server.data_dir)")
 	fs.String("public-host", "", "host name clients use in turn: URLs (server.public_host)")
+	fs.String("http-listen", "", "signaling HTTP listen address, \"\" to disable (http.listen)")
 	fs.String("log-level", "", "debug, info, warn or error (log.level)")
 	fs.String("log-format", "", "text or json (log.format)")
 	fs.String("realm", "", "TURN realm (turn.realm)")
@@ -379,7 +413,74 @@ func (f *File) Validate() []error {
 		}
 		names[u.Name] = true
 	}
+	p = append(p, f.validateHTTP()...)
 	return p
+}
+
+func (f *File) validateHTTP() []error {
+	var p []error
+	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+	h := f.HTTP
+	if h.Listen != "" {
+		if err := checkListen(h.Listen); err != nil {
+			add("http.listen: %q: %v", h.Listen, err)
+		}
+	}
+	if (h.TLSCertFile == "") != (h.TLSKeyFile == "") {
+		add("http: set both tls_cert_file and tls_key_file, or neither")
+	}
+	for _, file := range []struct{ key, path string }{{"http.tls_cert_file", h.TLSCertFile}, {"http.tls_key_file", h.TLSKeyFile}} {
+		if file.path != "" {
+			if _, err := os.Stat(file.path); err != nil {
+				add("%s: %v", file.key, err)
+			}
+		}
+	}
+	for _, s := range h.TrustedProxies {
+		if _, err := ParseCIDR(s); err != nil {
+			add("http.trusted_proxies: %q is not a CIDR or IP address", s)
+		}
+	}
+	for _, o := range h.AllowedOrigins {
+		if !validOrigin(o) {
+			add("http.allowed_origins: %q is not an origin like https://app.example.org (no wildcard, no path)", o)
+		}
+	}
+	if h.MaxBodyBytes <= 0 || h.MaxHeaderBytes <= 0 {
+		add("http: max_body_bytes and max_header_bytes must be positive")
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"read_header_timeout", h.ReadHeaderTimeout}, {"read_timeout", h.ReadTimeout}, {"write_timeout", h.WriteTimeout}, {"idle_timeout", h.IdleTimeout}} {
+		if d.v <= 0 {
+			add("http.%s: must be positive, got %s", d.key, d.v)
+		}
+	}
+	names := map[string]bool{}
+	for i, k := range f.API.Keys {
+		switch {
+		case k.Name == "":
+			add("api.keys[%d]: name is required", i)
+		case names[k.Name]:
+			add("api.keys[%d]: duplicate name %q", i, k.Name)
+		}
+		names[k.Name] = true
+		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != 32 {
+			add("api.keys[%d]: sha256 must be 64 hex digits (see ferry apikey new)", i)
+		}
+	}
+	if f.API.Burst <= 0 && f.API.Rate >= 0 {
+		add("api.burst: must be positive")
+	}
+	return p
+}
+
+// validOrigin accepts a serialized origin: scheme://host[:port], no path, no wildcard.
+func validOrigin(o string) bool {
+	u, err := url.Parse(o)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" &&
+		u.Path == "" && u.RawQuery == "" && u.User == nil && !strings.Contains(o, "*")
 }
 
 func isIPv6(s string) bool {

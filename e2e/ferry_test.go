@@ -73,15 +73,17 @@ type ferryProc struct {
 	udpPort  int
 	tcpPort  int
 	tlsPort  int
+	httpPort int
 	exited   chan struct{}
 	exitErr  error
 	stopOnce sync.Once
 }
 
-var servingLine = regexp.MustCompile(`udp_ports=(\d*) tcp_ports=(\d*) tls_ports="?(\d*)`)
+var servingLine = regexp.MustCompile(`udp_ports="?(\d*)"? tcp_ports="?(\d*)"? tls_ports="?(\d*)"? http_port="?(\d*)`)
 
 // startFerry runs `ferry serve --config <yaml>` with a fresh data directory and waits for it
 // to serve. Listen addresses in yaml use port 0; the chosen ports come from the log line.
+// The HTTP listener is disabled unless yaml sets http.listen.
 func startFerry(t *testing.T, yaml string, env ...string) *ferryProc {
 	t.Helper()
 	dir := t.TempDir()
@@ -91,7 +93,11 @@ func startFerry(t *testing.T, yaml string, env ...string) *ferryProc {
 	}
 	p := &ferryProc{log: &syncBuffer{}, dataDir: filepath.Join(dir, "data"), exited: make(chan struct{})}
 	p.cmd = exec.Command(ferryBinary(t), "serve", "--config", cfg, "--data-dir", p.dataDir)
-	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Env = append(os.Environ(), "FERRY_HTTP_LISTEN=")
+	if strings.Contains(yaml, "http:") {
+		p.cmd.Env = os.Environ()
+	}
+	p.cmd.Env = append(p.cmd.Env, env...)
 	pr, pw := io.Pipe()
 	p.cmd.Stdout = io.MultiWriter(p.log, pw)
 	p.cmd.Stderr = p.cmd.Stdout
@@ -123,6 +129,7 @@ func startFerry(t *testing.T, yaml string, env ...string) *ferryProc {
 		p.udpPort, _ = strconv.Atoi(m[1])
 		p.tcpPort, _ = strconv.Atoi(m[2])
 		p.tlsPort, _ = strconv.Atoi(m[3])
+		p.httpPort, _ = strconv.Atoi(m[4])
 	case <-p.exited:
 		t.Fatalf("ferry exited early: %v\n%s", p.exitErr, p.log.String())
 	case <-time.After(20 * time.Second):

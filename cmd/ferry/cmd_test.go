@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/ferryrelay/ferry/auth"
-	"github.com/ferryrelay/ferry/config"
 )
 
 func runCmd(t *testing.T, args ...string) (string, string, error) {
@@ -90,25 +89,4 @@ func TestConfigCommands(t *testing.T) {
 	if err != nil || strings.Contains(out, "a-very-secret-secret-value") || !strings.Contains(out, "<redacted>") {
 		t.Fatalf("print must redact secrets: %v\n%s", err, out)
 	}
-}
-
-func TestICEURLsForIPv6AndTLS(t *testing.T) {
-	f, err := loadTestConfig(t, "turn:\n  udp_listen: [\"[::]:3478\"]\n  tcp_listen: []\n  tls_listen: [\"0.0.0.0:443\", \"0.0.0.0:5349\"]\n  tls_cert_file: /dev/null\n  tls_key_file: /dev/null\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := strings.Join(iceURLs(f, "2001:db8::1"), " ")
-	want := "turn:[2001:db8::1]:3478?transport=udp turns:[2001:db8::1]:443?transport=tcp turns:[2001:db8::1]:5349?transport=tcp"
-	if got != want {
-		t.Fatalf("urls %q, want %q", got, want)
-	}
-}
-
-func loadTestConfig(t *testing.T, yaml string) (*config.File, error) {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "c.yaml")
-	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return config.Load(config.Options{Path: p})
 }

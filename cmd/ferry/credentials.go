@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ferryrelay/ferry/config"
+	"github.com/ferryrelay/ferry/signaling"
 	"github.com/spf13/cobra"
 )
 
@@ -50,8 +51,15 @@ func newCredentialsCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				var turn []string
+				for _, u := range signaling.BuildURLs(publicHost(f, bind4, adv4), configuredPorts(f.TURN.UDPListen),
+					configuredPorts(f.TURN.TCPListen), configuredPorts(f.TURN.TLSListen)) {
+					if u.Scheme != "stun" {
+						turn = append(turn, u.String())
+					}
+				}
 				entry := map[string]any{
-					"urls":       iceURLs(f, publicHost(f, bind4, adv4)),
+					"urls":       turn,
 					"username":   c.Username,
 					"credential": c.Password,
 				}

@@ -8,14 +8,18 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferryrelay/ferry/config"
 	"github.com/ferryrelay/ferry/metrics"
 	"github.com/ferryrelay/ferry/relay"
+	"github.com/ferryrelay/ferry/signaling"
 	"github.com/spf13/cobra"
 )
 
@@ -40,9 +44,10 @@ func newServeCmd() *cobra.Command {
 
 // listeners are the sockets serve opened; main owns ports and TLS, components get sockets.
 type listeners struct {
-	udp [][]*net.UDPConn
-	tcp []net.Listener
-	tls []net.Listener
+	udp  [][]*net.UDPConn
+	tcp  []net.Listener
+	tls  []net.Listener
+	http net.Listener // nil when http.listen is ""
 }
 
 func (l *listeners) close() {
@@ -53,6 +58,9 @@ func (l *listeners) close() {
 	}
 	for _, ln := range append(l.tcp, l.tls...) {
 		_ = ln.Close()
+	}
+	if l.http != nil {
+		_ = l.http.Close()
 	}
 }
 
@@ -84,27 +92,42 @@ func openListeners(ctx context.Context, f *config.File) (*listeners, error) {
 		}
 		l.tls = append(l.tls, ln)
 	}
+	if a := f.HTTP.Listen; a != "" {
+		ln, err := lc.Listen(ctx, listenNetwork("tcp", a), a)
+		if err != nil {
+			return fail(fmt.Errorf("http: listen %s: %w", a, err))
+		}
+		l.http = ln
+	}
 	return l, nil
 }
 
-func ports(addrs ...net.Addr) string {
-	var s string
-	for i, a := range addrs {
-		if i > 0 {
-			s += ","
-		}
+func portsOf(addrs []net.Addr) []int {
+	var out []int
+	for _, a := range addrs {
 		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-			s += strconv.Itoa(int(ap.Port()))
+			out = append(out, int(ap.Port()))
 		}
 	}
-	return s
+	return out
+}
+
+func ports(addrs ...net.Addr) string {
+	var parts []string
+	for _, p := range portsOf(addrs) {
+		parts = append(parts, strconv.Itoa(p))
+	}
+	return strings.Join(parts, ",")
 }
 
 // server is a running Ferry: what serve starts and stops.
 type server struct {
-	relay *relay.Server
-	socks *listeners
-	log   *slog.Logger
+	relay    *relay.Server
+	http     *http.Server
+	httpDone chan error
+	socks    *listeners
+	log      *slog.Logger
+	stopping atomic.Bool
 }
 
 // start opens the sockets and starts the relay. It logs ports, never addresses.
@@ -188,16 +211,47 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 	for _, l := range socks.tls {
 		tlsAddrs = append(tlsAddrs, l.Addr())
 	}
+	s := &server{relay: srv, socks: socks, log: log}
+	httpPort := ""
+	if socks.http != nil {
+		h, err := newHTTPServer(f, a, reg, signaling.BuildURLs(publicHost(f, bind4, adv4),
+			portsOf(udpAddrs), portsOf(tcpAddrs), portsOf(tlsAddrs)), func() bool {
+			return srv.Ready() && !s.stopping.Load()
+		})
+		if err != nil {
+			srv.Close()
+			socks.close()
+			return nil, err
+		}
+		if len(f.API.Keys) == 0 {
+			log.Warn("no API keys configured: /v1/ice-servers answers 401; create one with: ferry apikey new --name app")
+		}
+		s.http, s.httpDone = h, make(chan error, 1)
+		go func() { s.httpDone <- serveHTTP(h, socks.http) }()
+		httpPort = ports(socks.http.Addr())
+	}
 	log.Info("ferry serving", "udp_ports", ports(udpAddrs...), "tcp_ports", ports(tcpAddrs...),
-		"tls_ports", ports(tlsAddrs...), "relay_ports", fmt.Sprintf("%d-%d", f.Relay.PortMin, f.Relay.PortMax))
-	return &server{relay: srv, socks: socks, log: log}, nil
+		"tls_ports", ports(tlsAddrs...), "http_port", httpPort,
+		"relay_ports", fmt.Sprintf("%d-%d", f.Relay.PortMin, f.Relay.PortMax))
+	return s, nil
 }
 
-// stop closes the listeners and waits for every goroutine.
+// stop reports not-ready, lets HTTP requests in flight finish (at most 5 s), then closes the
+// relay's listeners and allocations and waits for every goroutine.
 func (s *server) stop() error {
-	err := s.relay.Close()
+	s.stopping.Store(true)
+	var errs []error
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, s.http.Shutdown(ctx))
+		cancel()
+		if err := <-s.httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, s.relay.Close())
 	s.socks.close()
-	return err
+	return errors.Join(errs...)
 }
 
 // serve runs Ferry until ctx is done (SIGINT/SIGTERM), then stops it. started, if not nil,

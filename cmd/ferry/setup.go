@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -208,34 +209,17 @@ func publicHost(f *config.File, bind4, adv4 netip.Addr) string {
 	return bind4.String()
 }
 
-// iceURLs returns the turn:/turns: URLs of the configured listeners (RFC 7065).
-func iceURLs(f *config.File, host string) []string {
-	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
-		host = "[" + host + "]"
-	}
-	var urls []string
-	seen := map[string]bool{}
-	add := func(scheme, addr, transport string) {
-		_, port, err := net.SplitHostPort(addr)
-		if err != nil {
-			return
-		}
-		u := fmt.Sprintf("%s:%s:%s?transport=%s", scheme, host, port, transport)
-		if !seen[u] {
-			seen[u] = true
-			urls = append(urls, u)
+// configuredPorts returns the ports of listen addresses ("host:port").
+func configuredPorts(addrs []string) []int {
+	var out []int
+	for _, a := range addrs {
+		if _, port, err := net.SplitHostPort(a); err == nil {
+			if n, err := strconv.Atoi(port); err == nil {
+				out = append(out, n)
+			}
 		}
 	}
-	for _, a := range f.TURN.UDPListen {
-		add("turn", a, "udp")
-	}
-	for _, a := range f.TURN.TCPListen {
-		add("turn", a, "tcp")
-	}
-	for _, a := range f.TURN.TLSListen {
-		add("turns", a, "tcp")
-	}
-	return urls
+	return out
 }
 
 func statFile(p string) (time.Time, error) {

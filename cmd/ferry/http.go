@@ -1,0 +1,78 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+
+	"github.com/ferryrelay/ferry/auth"
+	"github.com/ferryrelay/ferry/config"
+	"github.com/ferryrelay/ferry/signaling"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// newHTTPServer builds the signaling HTTP server with the configured timeouts and limits.
+// Its error log is discarded: net/http would log client addresses there.
+func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registerer, urls []signaling.URL, ready func() bool) (*http.Server, error) {
+	var keys []signaling.APIKey
+	for _, k := range f.API.Keys {
+		sum, err := signaling.ParseAPIKeyHash(k.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("api.keys %s: %w", k.Name, err)
+		}
+		keys = append(keys, signaling.APIKey{Name: k.Name, SHA256: sum})
+	}
+	var proxies []netip.Prefix
+	for _, s := range f.HTTP.TrustedProxies {
+		p, _ := config.ParseCIDR(s)
+		proxies = append(proxies, p)
+	}
+	m, err := signaling.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	h := signaling.NewHandler(signaling.Config{
+		Auth:           a,
+		URLs:           urls,
+		DefaultTTL:     f.Auth.DefaultTTL,
+		APIKeys:        keys,
+		RatePerKey:     f.API.Rate,
+		BurstPerKey:    f.API.Burst,
+		AllowedOrigins: f.HTTP.AllowedOrigins,
+		TrustedProxies: proxies,
+		MaxBodyBytes:   f.HTTP.MaxBodyBytes,
+		Ready:          ready,
+		Metrics:        m,
+	})
+	var tlsConf *tls.Config
+	if f.HTTP.TLSCertFile != "" {
+		r, err := newCertReloader(f.HTTP.TLSCertFile, f.HTTP.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("http: %w", err)
+		}
+		tlsConf = &tls.Config{GetCertificate: r.get, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Server{
+		Handler:           h,
+		TLSConfig:         tlsConf,
+		ReadHeaderTimeout: f.HTTP.ReadHeaderTimeout,
+		ReadTimeout:       f.HTTP.ReadTimeout,
+		WriteTimeout:      f.HTTP.WriteTimeout,
+		IdleTimeout:       f.HTTP.IdleTimeout,
+		MaxHeaderBytes:    f.HTTP.MaxHeaderBytes,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}, nil
+}
+
+// serveHTTP serves on ln, with TLS when http.tls_cert_file is set. It returns
+// http.ErrServerClosed after Shutdown.
+func serveHTTP(h *http.Server, ln net.Listener) error {
+	if h.TLSConfig == nil {
+		return h.Serve(ln)
+	}
+	return h.ServeTLS(ln, "", "")
+}

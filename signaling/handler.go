@@ -1,0 +1,604 @@
+// Package signaling is Ferry's HTTP add-on: it hands web apps ready-to-use ICE servers with
+// short-lived TURN credentials, and reports health.
+package signaling
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ferryrelay/ferry/auth"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultTTL          = 12 * time.Hour
+	DefaultRatePerKey   = 10 // requests per second per API key
+	DefaultBurstPerKey  = 20
+	DefaultMaxBodyBytes = 16 << 10
+)
+
+// APIKey is a configured API key: a name (for operators) and the SHA-256 of the key.
+type APIKey struct {
+	Name   string
+	SHA256 [32]byte
+}
+
+// apiKeyPrefix marks Ferry API keys, so a leaked one is recognisable in code and logs.
+const apiKeyPrefix = "fk_"
+
+// NewAPIKey returns a fresh random API key ("fk_" and 43 base64url characters, 256 bits)
+// and its SHA-256 as configured in api.keys.
+func NewAPIKey() (key string, sum [32]byte, err error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", sum, err
+	}
+	key = apiKeyPrefix + base64.RawURLEncoding.EncodeToString(b)
+	return key, sha256.Sum256([]byte(key)), nil
+}
+
+// ParseAPIKeyHash parses the hex SHA-256 of an API key.
+func ParseAPIKeyHash(s string) ([32]byte, error) {
+	var sum [32]byte
+	b, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) != 32 {
+		return sum, errors.New("not a hex SHA-256 (64 hex digits)")
+	}
+	copy(sum[:], b)
+	return sum, nil
+}
+
+// AccessRecord is one signaling HTTP request, for the access log (the allocation log's
+// 48-hour store). It holds personal data and never goes to the process log.
+type AccessRecord struct {
+	Time      time.Time
+	ClientIP  netip.Addr // after trusted X-Forwarded-For
+	Route     string     // the bounded route label, e.g. "/v1/ice-servers"
+	Status    int
+	UserAgent string
+}
+
+// AccessSink receives access records. It must not block.
+type AccessSink interface{ HTTPRequest(AccessRecord) }
+
+// Metrics are the signaling collectors; create them once per registry.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	issued   prometheus.Counter
+}
+
+// NewMetrics registers ferry_http_requests_total{route,code} and
+// ferry_credentials_issued_total on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_http_requests_total",
+			Help: "Signaling HTTP requests, by route and status code.",
+		}, []string{"route", "code"}),
+		issued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_credentials_issued_total",
+			Help: "TURN credentials issued through /v1/ice-servers.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.issued} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("signaling: metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Config configures the signaling handler.
+type Config struct {
+	// Auth issues the TURN credentials. Required.
+	Auth *auth.Authenticator
+	// URLs are the ICE server URLs of the running listeners (see BuildURLs).
+	URLs []URL
+	// DefaultTTL is the credential lifetime when a request names none; requests are capped
+	// at Auth.MaxTTL(). Zero means DefaultTTL.
+	DefaultTTL time.Duration
+	// APIKeys may call /v1/ice-servers. Without keys every call gets 401.
+	APIKeys []APIKey
+	// RatePerKey (requests per second) and BurstPerKey limit each API key; zero means the
+	// defaults, a negative rate no limit.
+	RatePerKey  float64
+	BurstPerKey int
+	// AllowedOrigins may call from a browser (CORS); exact origins such as
+	// "https://app.clinic.example". Never a wildcard: the API key is a credential.
+	AllowedOrigins []string
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	// MaxBodyBytes bounds a request body (413 beyond). Zero means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// Ready reports whether the relay is serving (for /readyz); nil means always.
+	Ready func() bool
+	// Metrics, if not nil, count requests and issued credentials.
+	Metrics *Metrics
+	// Access, if not nil, receives one record per request.
+	Access AccessSink
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+type handler struct {
+	cfg     Config
+	now     func() time.Time
+	mux     *http.ServeMux
+	mu      sync.Mutex
+	limits  map[string]*rate.Limiter
+	origins map[string]bool
+}
+
+// NewHandler returns the signaling HTTP handler: GET/POST /v1/ice-servers, /healthz and
+// /readyz. Errors are JSON {"error":{"code","message"}}; nothing about a request is logged.
+func NewHandler(cfg Config) http.Handler {
+	if cfg.DefaultTTL == 0 {
+		cfg.DefaultTTL = DefaultTTL
+	}
+	if cfg.RatePerKey == 0 {
+		cfg.RatePerKey = DefaultRatePerKey
+	}
+	if cfg.BurstPerKey == 0 {
+		cfg.BurstPerKey = DefaultBurstPerKey
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	h := &handler{cfg: cfg, now: cfg.Now, limits: map[string]*rate.Limiter{}, origins: map[string]bool{}}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	for _, o := range cfg.AllowedOrigins {
+		h.origins[o] = true
+	}
+	h.mux = http.NewServeMux()
+	h.mux.HandleFunc("/v1/ice-servers", h.iceServers)
+	h.mux.HandleFunc("/healthz", h.healthz)
+	h.mux.HandleFunc("/readyz", h.readyz)
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	})
+	return h
+}
+
+// routeLabel bounds the route label of metrics and access records.
+func routeLabel(path string) string {
+	switch path {
+	case "/v1/ice-servers", "/healthz", "/readyz":
+		return path
+	}
+	return "other"
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w}
+	route := routeLabel(r.URL.Path)
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			writeError(sw, http.StatusInternalServerError, "internal", "internal error")
+		}
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		if h.cfg.Metrics != nil {
+			h.cfg.Metrics.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
+		}
+		if h.cfg.Access != nil {
+			h.cfg.Access.HTTPRequest(AccessRecord{Time: h.now(), ClientIP: h.clientIP(r),
+				Route: route, Status: sw.status, UserAgent: truncate(r.UserAgent(), 256)})
+		}
+	}()
+	if h.cors(sw, r) {
+		return
+	}
+	h.mux.ServeHTTP(sw, r)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// cors sets the CORS headers for allowed origins and answers preflight requests. It returns
+// true when the request is fully answered.
+func (h *handler) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+	if origin == "" {
+		return false
+	}
+	w.Header().Add("Vary", "Origin")
+	if !h.origins[origin] {
+		if preflight {
+			writeError(w, http.StatusForbidden, "origin_not_allowed", "this origin may not call Ferry")
+			return true
+		}
+		return false // no CORS headers: the browser withholds the response
+	}
+	w.Header().Set("Access-Control-Allow-Origin", origin)
+	if preflight {
+		w.Header().Set("Access-Control-Allow-Methods", "GET, POST")
+		w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+		w.Header().Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+		return true
+	}
+	return false
+}
+
+// clientIP is the request's source address, or the address a trusted proxy reports in
+// X-Forwarded-For (the right-most entry that is not itself a trusted proxy).
+func (h *handler) clientIP(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	ip := ap.Addr().Unmap()
+	if !h.trusted(ip) {
+		return ip
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return ip
+		}
+		hop = hop.Unmap()
+		if !h.trusted(hop) {
+			return hop
+		}
+		ip = hop
+	}
+	return ip
+}
+
+func (h *handler) trusted(ip netip.Addr) bool {
+	for _, p := range h.cfg.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
+	if h.cfg.Ready != nil && !h.cfg.Ready() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// apiKey returns the name of the key in the Authorization header, comparing against every
+// configured key in constant time.
+func (h *handler) apiKey(r *http.Request) (string, bool) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || token == "" {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	name, found := "", 0
+	for _, k := range h.cfg.APIKeys {
+		if subtle.ConstantTimeCompare(sum[:], k.SHA256[:]) == 1 {
+			name, found = k.Name, 1
+		}
+	}
+	return name, found == 1
+}
+
+// allow applies the per-key rate limit; it returns the wait until the next token when the
+// request must be refused.
+func (h *handler) allow(key string) (time.Duration, bool) {
+	if h.cfg.RatePerKey < 0 {
+		return 0, true
+	}
+	h.mu.Lock()
+	l, ok := h.limits[key]
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(h.cfg.RatePerKey), h.cfg.BurstPerKey)
+		h.limits[key] = l
+	}
+	h.mu.Unlock()
+	now := h.now()
+	res := l.ReserveN(now, 1)
+	if d := res.DelayFrom(now); d > 0 {
+		res.CancelAt(now)
+		return d, false
+	}
+	return 0, true
+}
+
+// iceRequest holds the parameters of /v1/ice-servers, from the query or a JSON body.
+type iceRequest struct {
+	TTL                *ttlParam `json:"ttl"`
+	User               *string   `json:"user"`
+	Transports         []string  `json:"transports"`
+	ICETransportPolicy *string   `json:"iceTransportPolicy"`
+}
+
+// ttlParam is the ttl as given: a JSON number or string, or a query value; it is checked
+// when used, so every malformed form gets the same clear error.
+type ttlParam string
+
+func (t *ttlParam) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		s = string(b)
+	}
+	*t = ttlParam(s)
+	return nil
+}
+
+type iceServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+type rtcConfiguration struct {
+	ICEServers         []iceServer `json:"iceServers"`
+	ICETransportPolicy string      `json:"iceTransportPolicy,omitempty"`
+	TTL                int64       `json:"ttl"`
+	ExpiresAt          string      `json:"expiresAt"`
+}
+
+// restResponse is draft-uberti-behave-turn-rest-00 §2.2.
+type restResponse struct {
+	Username string   `json:"username"`
+	Password string   `json:"password"`
+	TTL      int64    `json:"ttl"`
+	URIs     []string `json:"uris"`
+}
+
+func (h *handler) iceServers(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET or POST")
+		return
+	}
+	key, ok := h.apiKey(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
+		writeError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown API key (Authorization: Bearer <key>)")
+		return
+	}
+	if wait, ok := h.allow(key); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many requests for this API key")
+		return
+	}
+	req, status, err := h.parse(w, r)
+	if err != nil {
+		code := "bad_request"
+		if status == http.StatusRequestEntityTooLarge {
+			code = "payload_too_large"
+		}
+		writeError(w, status, code, err.Error())
+		return
+	}
+	ttl := h.cfg.DefaultTTL
+	if req.TTL != nil {
+		secs, err := strconv.ParseInt(string(*req.TTL), 10, 64)
+		if err != nil || secs <= 0 {
+			writeError(w, http.StatusBadRequest, "bad_request", "ttl must be a positive whole number of seconds")
+			return
+		}
+		if secs > int64(h.cfg.Auth.MaxTTL()/time.Second) {
+			secs = int64(h.cfg.Auth.MaxTTL() / time.Second)
+		}
+		ttl = time.Duration(secs) * time.Second
+	}
+	if ttl > h.cfg.Auth.MaxTTL() {
+		ttl = h.cfg.Auth.MaxTTL()
+	}
+	user := ""
+	if req.User != nil {
+		user = *req.User
+		if err := auth.ValidateUserID(user); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "user: "+strings.TrimPrefix(err.Error(), "auth: "))
+			return
+		}
+	} else {
+		b := make([]byte, 12)
+		_, _ = rand.Read(b)
+		user = hex.EncodeToString(b)
+	}
+	policy := ""
+	if req.ICETransportPolicy != nil {
+		policy = *req.ICETransportPolicy
+		if policy != "all" && policy != "relay" {
+			writeError(w, http.StatusBadRequest, "bad_request", `iceTransportPolicy must be "all" or "relay"`)
+			return
+		}
+	}
+	urls := h.cfg.URLs
+	if len(req.Transports) > 0 {
+		want := map[string]bool{}
+		for _, t := range req.Transports {
+			t = strings.ToLower(strings.TrimSpace(t))
+			if t != TransportUDP && t != TransportTCP && t != TransportTLS {
+				writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("unknown transport %q (udp, tcp, tls)", t))
+				return
+			}
+			want[t] = true
+		}
+		urls = slices.DeleteFunc(slices.Clone(urls), func(u URL) bool {
+			return u.Scheme != "stun" && !want[u.Transport]
+		})
+	}
+	var stun, turn []URL
+	for _, u := range urls {
+		if u.Scheme == "stun" {
+			stun = append(stun, u)
+		} else {
+			turn = append(turn, u)
+		}
+	}
+	if len(turn) == 0 {
+		writeError(w, http.StatusBadRequest, "bad_request", "no running TURN listener matches the requested transports")
+		return
+	}
+	cred, err := h.cfg.Auth.Issue(user, ttl)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", "cannot issue credentials")
+		return
+	}
+	if h.cfg.Metrics != nil {
+		h.cfg.Metrics.issued.Inc()
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	secs := int64(cred.TTL / time.Second)
+	servers := []iceServer{}
+	if len(stun) > 0 {
+		servers = append(servers, iceServer{URLs: urlStrings(stun)})
+	}
+	servers = append(servers, iceServer{URLs: urlStrings(turn), Username: cred.Username, Credential: cred.Password})
+	switch r.URL.Query().Get("format") {
+	case "", "rtcconfiguration":
+		writeJSON(w, http.StatusOK, rtcConfiguration{ICEServers: servers, ICETransportPolicy: policy,
+			TTL: secs, ExpiresAt: cred.Expires.UTC().Format(time.RFC3339)})
+	case "array":
+		writeJSON(w, http.StatusOK, servers)
+	case "rest":
+		writeJSON(w, http.StatusOK, restResponse{Username: cred.Username, Password: cred.Password,
+			TTL: secs, URIs: urlStrings(turn)})
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", `format must be "rest" or "array" (or absent)`)
+	}
+}
+
+// parse reads the parameters from the query string and, for POST, a JSON body (which wins).
+func (h *handler) parse(w http.ResponseWriter, r *http.Request) (iceRequest, int, error) {
+	var req iceRequest
+	q := r.URL.Query()
+	if v, ok := q["ttl"]; ok {
+		t := ttlParam(v[0])
+		req.TTL = &t
+	}
+	if v, ok := q["user"]; ok {
+		req.User = &v[0]
+	}
+	for _, v := range q["transports"] {
+		for _, t := range strings.Split(v, ",") {
+			if t != "" {
+				req.Transports = append(req.Transports, t)
+			}
+		}
+	}
+	if v, ok := q["iceTransportPolicy"]; ok {
+		req.ICETransportPolicy = &v[0]
+	}
+	if r.Method != http.MethodPost {
+		return req, 0, nil
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return req, http.StatusRequestEntityTooLarge, fmt.Errorf("request body larger than %d bytes", h.cfg.MaxBodyBytes)
+		}
+		return req, http.StatusBadRequest, errors.New("cannot read the request body")
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return req, 0, nil
+	}
+	var b iceRequest
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		return req, http.StatusBadRequest, fmt.Errorf("body is not the expected JSON object: %v", jsonProblem(err))
+	}
+	if b.TTL != nil {
+		req.TTL = b.TTL
+	}
+	if b.User != nil {
+		req.User = b.User
+	}
+	if b.Transports != nil {
+		req.Transports = b.Transports
+	}
+	if b.ICETransportPolicy != nil {
+		req.ICETransportPolicy = b.ICETransportPolicy
+	}
+	return req, 0, nil
+}
+
+// jsonProblem describes a JSON decoding error without echoing the body back.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("syntax error at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q has the wrong type", te.Field)
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+	return "invalid JSON"
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+type apiError struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	var e apiError
+	e.Error.Code, e.Error.Message = code, msg
+	writeJSON(w, status, e)
+}
