@@ -14,8 +14,8 @@ help: ## List the targets
 build: ## Build bin/ferry
 	$(GO) build -o bin/ferry ./cmd/ferry
 
-run: ## Run ferry serve (embedded default config unless ARGS="--config file")
-	$(GO) run ./cmd/ferry serve $(ARGS)
+run: build ## Build and run ferry serve (embedded default config unless ARGS="--config file")
+	exec bin/ferry serve $(ARGS)
 
 test: test-deps ## Run every test with the race detector (installs coturn's clients if missing)
 	$(GO) test -race -count=1 -timeout 15m ./...
@@ -23,7 +23,7 @@ test: test-deps ## Run every test with the race detector (installs coturn's clie
 test-deps: ## Install the real clients the tests drive (Debian packages), if missing
 	@./.ci/test-deps
 
-test-short: ## Run the tests that need no external tools
+test-short: ## Run the unit tests only (no end-to-end tests, no external programs)
 	$(GO) test -short -count=1 ./...
 
 lint: ## gofmt, go vet and staticcheck

@@ -13,12 +13,14 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
@@ -183,6 +185,7 @@ func Load(opts Options) (*File, error) {
 	if err := v.ReadConfig(bytes.NewReader(defaultYAML)); err != nil {
 		return nil, fmt.Errorf("config: embedded default: %w", err)
 	}
+	defaultKeys := v.AllKeys()
 	var problems []error
 	if opts.Path != "" {
 		data, err := os.ReadFile(opts.Path)
@@ -218,8 +221,10 @@ func Load(opts Options) (*File, error) {
 		}
 	}
 	var f File
-	if err := v.UnmarshalExact(&f); err != nil {
-		problems = append(problems, decodeProblems(err)...)
+	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		durationNeedsUnit, mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(",")))
+	if err := v.UnmarshalExact(&f, hook); err != nil {
+		problems = append(problems, decodeProblems(err, defaultKeys)...)
 	}
 	problems = append(problems, f.resolveSecrets()...)
 	problems = append(problems, f.Validate()...)
@@ -238,8 +243,61 @@ func knownKeys(v *viper.Viper) map[string]bool {
 	return m
 }
 
+var durationType = reflect.TypeOf(time.Duration(0))
+
+// durationNeedsUnit refuses a bare number for a duration: YAML "12" would otherwise mean
+// 12 nanoseconds.
+func durationNeedsUnit(from, to reflect.Type, data any) (any, error) {
+	if to != durationType {
+		return data, nil
+	}
+	switch from.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return nil, fmt.Errorf("%v is a duration without a unit; write e.g. 30s, 5m or 12h", data)
+	}
+	return data, nil
+}
+
+// suggest returns a known key close to an unknown one ("did you mean").
+func suggest(section, key string, known []string) string {
+	best, bestDist := "", 3
+	for _, k := range known {
+		sec, name, ok := strings.Cut(k, ".")
+		if !ok || (section != "" && sec != section) {
+			continue
+		}
+		if d := editDistance(key, name); d > 0 && d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of two short strings.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
 // decodeProblems splits mapstructure's combined error into one problem per line.
-func decodeProblems(err error) []error {
+func decodeProblems(err error, known []string) []error {
 	var out []error
 	for _, line := range strings.Split(err.Error(), "\n") {
 		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
@@ -248,11 +306,17 @@ func decodeProblems(err error) []error {
 		}
 		if section, keys, ok := strings.Cut(line, " has invalid keys: "); ok {
 			section = strings.Trim(section, "'")
-			if section == "" {
-				line = "unknown top-level key(s): " + keys
-			} else {
-				line = section + ": unknown key(s): " + keys
+			for _, k := range strings.Split(keys, ", ") {
+				msg := "unknown top-level key " + k
+				if section != "" {
+					msg = "unknown key " + section + "." + k
+				}
+				if s := suggest(section, k, known); s != "" {
+					msg += " (did you mean " + s + "?)"
+				}
+				out = append(out, errors.New(msg))
 			}
+			continue
 		}
 		out = append(out, errors.New(line))
 	}

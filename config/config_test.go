@@ -70,11 +70,13 @@ turn:
   colour: blue
 relay:
   port_min: 70000
+  allowed_peer: 10.0.0.0/8
   allowed_peers: ["10.0.0.0/33", "bogus"]
   denied_peers: ["::1/129"]
   max_allocation_age: forever
 auth:
   max_ttl: 0s
+  clock_skew: 12
   secrets: ["short"]
   static_users: [{name: "a:b", password: x}]
 extra: 1
@@ -86,8 +88,11 @@ extra: 1
 	}
 	for _, want := range []string{
 		"FERRY_TURN_REALMM is not a configuration key",
-		"turn: unknown key(s): colour",
-		"unknown top-level key(s): extra",
+		"unknown key turn.colour",
+		"unknown top-level key extra",
+		"unknown key relay.allowed_peer (did you mean relay.allowed_peers?)",
+		"relay.max_allocation_age",
+		"12 is a duration without a unit",
 		"turn.realm",
 		`turn.udp_listen: "not-an-address"`,
 		"turn.tls_listen needs turn.tls_cert_file",

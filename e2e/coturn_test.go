@@ -49,6 +49,9 @@ var (
 // turnutils_peer with TURN REST credentials (-W secret), over UDP and TCP, through channels
 // and through Send indications, and client to client (relay to relay, -y), with zero loss.
 func TestInteropCoturnUclient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test (-short)")
+	}
 	uclient := needTool(t, "turnutils_uclient")
 	peerPort := startPeer(t)
 	// coturn 4.6's uclient picks channel numbers up to 0x7FFF (RFC 5766), hence the legacy

@@ -86,6 +86,9 @@ var servingLine = regexp.MustCompile(`udp_ports="?(\d*)"? tcp_ports="?(\d*)"? tl
 // The HTTP listener is disabled unless yaml sets http.listen.
 func startFerry(t *testing.T, yaml string, env ...string) *ferryProc {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test (-short)")
+	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "ferry.yaml")
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {

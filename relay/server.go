@@ -484,6 +484,7 @@ func (s *Server) pionAuth(ra *turn.RequestAttributes) (string, []byte, bool) {
 	key, reason := s.authenticate(ra.Username, ra.Realm, ra.Method, client, nil)
 	if reason != "" {
 		s.m.authFailures.WithLabelValues(reason).Inc()
+		s.log.Debug("authentication failed", "reason", reason, "method", ra.Method.String())
 		return "", nil, false
 	}
 	return ra.Username, key, true

@@ -232,8 +232,25 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 	}
 	log.Info("ferry serving", "udp_ports", ports(udpAddrs...), "tcp_ports", ports(tcpAddrs...),
 		"tls_ports", ports(tlsAddrs...), "http_port", httpPort,
-		"relay_ports", fmt.Sprintf("%d-%d", f.Relay.PortMin, f.Relay.PortMax))
+		"relay_ports", fmt.Sprintf("%d-%d", f.Relay.PortMin, f.Relay.PortMax),
+		"relay_ip", relayAddrs(bind4, adv4, bind6, adv6))
 	return s, nil
+}
+
+// relayAddrs describes Ferry's own relay addresses for the start-up log line (the server's
+// addresses, published in every relay candidate; never a client's).
+func relayAddrs(bind4, adv4, bind6, adv6 netip.Addr) string {
+	var parts []string
+	for _, p := range [][2]netip.Addr{{bind4, adv4}, {bind6, adv6}} {
+		switch {
+		case !p[0].IsValid():
+		case p[1].IsValid():
+			parts = append(parts, p[0].String()+" advertised as "+p[1].String())
+		default:
+			parts = append(parts, p[0].String())
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // stop reports not-ready, lets HTTP requests in flight finish (at most 5 s), then closes the
