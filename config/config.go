@@ -34,13 +34,23 @@ func Default() []byte { return bytes.Clone(defaultYAML) }
 
 // File is the whole configuration.
 type File struct {
-	Server ServerSection `mapstructure:"server" yaml:"server"`
-	Log    LogSection    `mapstructure:"log" yaml:"log"`
-	TURN   TURNSection   `mapstructure:"turn" yaml:"turn"`
-	Relay  RelaySection  `mapstructure:"relay" yaml:"relay"`
-	Auth   AuthSection   `mapstructure:"auth" yaml:"auth"`
-	HTTP   HTTPSection   `mapstructure:"http" yaml:"http"`
-	API    APISection    `mapstructure:"api" yaml:"api"`
+	Server   ServerSection   `mapstructure:"server" yaml:"server"`
+	Log      LogSection      `mapstructure:"log" yaml:"log"`
+	TURN     TURNSection     `mapstructure:"turn" yaml:"turn"`
+	Relay    RelaySection    `mapstructure:"relay" yaml:"relay"`
+	Auth     AuthSection     `mapstructure:"auth" yaml:"auth"`
+	HTTP     HTTPSection     `mapstructure:"http" yaml:"http"`
+	API      APISection      `mapstructure:"api" yaml:"api"`
+	AllocLog AllocLogSection `mapstructure:"alloclog" yaml:"alloclog"`
+}
+
+// AllocLogSection configures the allocation log (alloclog.db in the data directory).
+type AllocLogSection struct {
+	Enabled               bool          `mapstructure:"enabled" yaml:"enabled"`
+	Retention             time.Duration `mapstructure:"retention" yaml:"retention"`
+	PurgeInterval         time.Duration `mapstructure:"purge_interval" yaml:"purge_interval"`
+	AllowRetentionOver48h bool          `mapstructure:"allow_retention_over_48h" yaml:"allow_retention_over_48h"`
+	QueueLength           int           `mapstructure:"queue_length" yaml:"queue_length"`
 }
 
 // HTTPSection configures the signaling HTTP listener (ICE servers, health).
@@ -478,6 +488,20 @@ func (f *File) Validate() []error {
 		names[u.Name] = true
 	}
 	p = append(p, f.validateHTTP()...)
+	if a := f.AllocLog; a.Enabled {
+		switch {
+		case a.Retention <= 0:
+			add("alloclog.retention: must be positive, got %s", a.Retention)
+		case a.Retention > 48*time.Hour && !a.AllowRetentionOver48h:
+			add("alloclog.retention: %s is longer than the 48h promised to patients; set alloclog.allow_retention_over_48h: true to keep records longer", a.Retention)
+		}
+		if a.PurgeInterval <= 0 || a.PurgeInterval > a.Retention {
+			add("alloclog.purge_interval: must be positive and at most the retention, got %s", a.PurgeInterval)
+		}
+		if a.QueueLength <= 0 {
+			add("alloclog.queue_length: must be positive")
+		}
+	}
 	return p
 }
 

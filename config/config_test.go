@@ -153,3 +153,18 @@ func TestMissingConfigFile(t *testing.T) {
 		t.Fatal("a missing --config file must fail")
 	}
 }
+
+func TestRetentionOver48hNeedsOptIn(t *testing.T) {
+	p := write(t, "alloclog:\n  retention: 72h\n")
+	if _, err := Load(Options{Path: p}); err == nil || !strings.Contains(err.Error(), "allow_retention_over_48h") {
+		t.Fatalf("72h without opt-in: %v", err)
+	}
+	p = write(t, "alloclog:\n  retention: 72h\n  allow_retention_over_48h: true\n")
+	if _, err := Load(Options{Path: p}); err != nil {
+		t.Fatalf("72h with opt-in: %v", err)
+	}
+	p = write(t, "alloclog:\n  retention: 24h\n  purge_interval: 30s\n")
+	if f, err := Load(Options{Path: p}); err != nil || f.AllocLog.Retention != 24*time.Hour {
+		t.Fatalf("shorter retention: %v", err)
+	}
+}

@@ -17,7 +17,8 @@ import (
 
 // newHTTPServer builds the signaling HTTP server with the configured timeouts and limits.
 // Its error log is discarded: net/http would log client addresses there.
-func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registerer, urls []signaling.URL, ready func() bool) (*http.Server, error) {
+func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registerer, urls []signaling.URL,
+	ready func() bool, access signaling.AccessSink) (*http.Server, error) {
 	var keys []signaling.APIKey
 	for _, k := range f.API.Keys {
 		sum, err := signaling.ParseAPIKeyHash(k.SHA256)
@@ -47,6 +48,7 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		MaxBodyBytes:   f.HTTP.MaxBodyBytes,
 		Ready:          ready,
 		Metrics:        m,
+		Access:         access,
 	})
 	var tlsConf *tls.Config
 	if f.HTTP.TLSCertFile != "" {

@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ferryrelay/ferry/alloclog"
 	"github.com/ferryrelay/ferry/config"
 	"github.com/ferryrelay/ferry/metrics"
 	"github.com/ferryrelay/ferry/relay"
@@ -123,6 +125,7 @@ func ports(addrs ...net.Addr) string {
 // server is a running Ferry: what serve starts and stops.
 type server struct {
 	relay    *relay.Server
+	alloclog *alloclog.Log // nil when disabled
 	http     *http.Server
 	httpDone chan error
 	socks    *listeners
@@ -166,11 +169,33 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		p, _ := config.ParseCIDR(s)
 		denied = append(denied, p)
 	}
+	reg := metrics.NewRegistry(metrics.ReadBuildInfo())
+	var alog *alloclog.Log
+	var events relay.EventSink
+	var access signaling.AccessSink
+	if f.AllocLog.Enabled {
+		dir, err := dataDir(f)
+		if err != nil {
+			return nil, err
+		}
+		alog, err = alloclog.Open(ctx, alloclog.Config{Path: filepath.Join(dir, alloclog.FileName),
+			Retention: f.AllocLog.Retention, PurgeInterval: f.AllocLog.PurgeInterval,
+			QueueLen: f.AllocLog.QueueLength, Registerer: reg, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		events, access = relayEvents{alog}, accessEvents{alog}
+	}
+	closeLog := func() {
+		if alog != nil {
+			alog.Close()
+		}
+	}
 	socks, err := openListeners(ctx, f)
 	if err != nil {
+		closeLog()
 		return nil, err
 	}
-	reg := metrics.NewRegistry(metrics.ReadBuildInfo())
 	srv, err := relay.New(relay.Config{
 		Realm:                 f.TURN.Realm,
 		Auth:                  a,
@@ -196,9 +221,11 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		UnauthBurst:           f.Relay.UnauthBurst,
 		Registerer:            reg,
 		Logger:                log,
+		Events:                events,
 	})
 	if err != nil {
 		socks.close()
+		closeLog()
 		return nil, err
 	}
 	var udpAddrs, tcpAddrs, tlsAddrs []net.Addr
@@ -211,16 +238,17 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 	for _, l := range socks.tls {
 		tlsAddrs = append(tlsAddrs, l.Addr())
 	}
-	s := &server{relay: srv, socks: socks, log: log}
+	s := &server{relay: srv, alloclog: alog, socks: socks, log: log}
 	httpPort := ""
 	if socks.http != nil {
 		h, err := newHTTPServer(f, a, reg, signaling.BuildURLs(publicHost(f, bind4, adv4),
 			portsOf(udpAddrs), portsOf(tcpAddrs), portsOf(tlsAddrs)), func() bool {
 			return srv.Ready() && !s.stopping.Load()
-		})
+		}, access)
 		if err != nil {
 			srv.Close()
 			socks.close()
+			closeLog()
 			return nil, err
 		}
 		if len(f.API.Keys) == 0 {
@@ -268,6 +296,9 @@ func (s *server) stop() error {
 	}
 	errs = append(errs, s.relay.Close())
 	s.socks.close()
+	if s.alloclog != nil { // after the relay: its shutdown events are written too
+		errs = append(errs, s.alloclog.Close())
+	}
 	return errors.Join(errs...)
 }
 
