@@ -180,7 +180,12 @@ func (l *Log) registerMetrics(reg prometheus.Registerer) error {
 		Name: "ferry_alloclog_oldest_record_age_seconds",
 		Help: "Age of the oldest record in the allocation log, in seconds (0 when empty). Alert when it exceeds the retention.",
 	}, l.oldestAge)
-	for _, c := range []prometheus.Collector{l.m.written, l.m.dropped, l.m.purged, oldest} {
+	retention := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "ferry_alloclog_retention_seconds",
+		Help: "Configured retention of the allocation log, in seconds.",
+	})
+	retention.Set(l.cfg.Retention.Seconds())
+	for _, c := range []prometheus.Collector{l.m.written, l.m.dropped, l.m.purged, oldest, retention} {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("alloclog: metrics: %w", err)
 		}

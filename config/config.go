@@ -42,6 +42,13 @@ type File struct {
 	HTTP     HTTPSection     `mapstructure:"http" yaml:"http"`
 	API      APISection      `mapstructure:"api" yaml:"api"`
 	AllocLog AllocLogSection `mapstructure:"alloclog" yaml:"alloclog"`
+	Admin    AdminSection    `mapstructure:"admin" yaml:"admin"`
+}
+
+// AdminSection configures the admin listener: /metrics, /healthz, /readyz, /debug/pprof.
+type AdminSection struct {
+	Listen string `mapstructure:"listen" yaml:"listen"` // "" disables
+	Pprof  bool   `mapstructure:"pprof" yaml:"pprof"`
 }
 
 // AllocLogSection configures the allocation log (alloclog.db in the data directory).
@@ -158,6 +165,7 @@ var FlagKeys = map[string]string{
 	"data-dir":      "server.data_dir",
 	"public-host":   "server.public_host",
 	"http-listen":   "http.listen",
+	"admin-listen":  "admin.listen",
 	"log-level":     "log.level",
 	"log-format":    "log.format",
 	"realm":         "turn.realm",
@@ -174,6 +182,7 @@ func AddFlags(fs *pflag.FlagSet) {
 	fs.String("data-dir", "", "state directory (server.data_dir)")
 	fs.String("public-host", "", "host name clients use in turn: URLs (server.public_host)")
 	fs.String("http-listen", "", "signaling HTTP listen address, \"\" to disable (http.listen)")
+	fs.String("admin-listen", "", "admin (metrics) listen address, \"\" to disable (admin.listen)")
 	fs.String("log-level", "", "debug, info, warn or error (log.level)")
 	fs.String("log-format", "", "text or json (log.format)")
 	fs.String("realm", "", "TURN realm (turn.realm)")
@@ -488,6 +497,13 @@ func (f *File) Validate() []error {
 		names[u.Name] = true
 	}
 	p = append(p, f.validateHTTP()...)
+	if a := f.Admin.Listen; a != "" {
+		if err := checkListen(a); err != nil {
+			add("admin.listen: %q: %v", a, err)
+		} else if a == f.HTTP.Listen && !strings.HasSuffix(a, ":0") {
+			add("admin.listen: must differ from http.listen: metrics never go on the public listener")
+		}
+	}
 	if a := f.AllocLog; a.Enabled {
 		switch {
 		case a.Retention <= 0:

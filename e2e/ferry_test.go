@@ -67,19 +67,20 @@ func (b *syncBuffer) String() string {
 
 // ferryProc is a running `ferry serve`.
 type ferryProc struct {
-	cmd      *exec.Cmd
-	log      *syncBuffer
-	dataDir  string
-	udpPort  int
-	tcpPort  int
-	tlsPort  int
-	httpPort int
-	exited   chan struct{}
-	exitErr  error
-	stopOnce sync.Once
+	cmd       *exec.Cmd
+	log       *syncBuffer
+	dataDir   string
+	udpPort   int
+	tcpPort   int
+	tlsPort   int
+	httpPort  int
+	adminPort int
+	exited    chan struct{}
+	exitErr   error
+	stopOnce  sync.Once
 }
 
-var servingLine = regexp.MustCompile(`udp_ports="?(\d*)"? tcp_ports="?(\d*)"? tls_ports="?(\d*)"? http_port="?(\d*)`)
+var servingLine = regexp.MustCompile(`udp_ports="?(\d*)"? tcp_ports="?(\d*)"? tls_ports="?(\d*)"? http_port="?(\d*)"? admin_port="?(\d*)`)
 
 // startFerry runs `ferry serve --config <yaml>` with a fresh data directory and waits for it
 // to serve. Listen addresses in yaml use port 0; the chosen ports come from the log line.
@@ -96,9 +97,13 @@ func startFerry(t *testing.T, yaml string, env ...string) *ferryProc {
 	}
 	p := &ferryProc{log: &syncBuffer{}, dataDir: filepath.Join(dir, "data"), exited: make(chan struct{})}
 	p.cmd = exec.Command(ferryBinary(t), "serve", "--config", cfg, "--data-dir", p.dataDir)
-	p.cmd.Env = append(os.Environ(), "FERRY_HTTP_LISTEN=")
-	if strings.Contains(yaml, "http:") {
-		p.cmd.Env = os.Environ()
+	p.cmd.Env = os.Environ()
+	// No fixed ports in tests: the HTTP and admin listeners are off unless yaml sets them.
+	if !strings.Contains(yaml, "http:") {
+		p.cmd.Env = append(p.cmd.Env, "FERRY_HTTP_LISTEN=")
+	}
+	if !strings.Contains(yaml, "admin:") {
+		p.cmd.Env = append(p.cmd.Env, "FERRY_ADMIN_LISTEN=")
 	}
 	p.cmd.Env = append(p.cmd.Env, env...)
 	pr, pw := io.Pipe()
@@ -133,6 +138,7 @@ func startFerry(t *testing.T, yaml string, env ...string) *ferryProc {
 		p.tcpPort, _ = strconv.Atoi(m[2])
 		p.tlsPort, _ = strconv.Atoi(m[3])
 		p.httpPort, _ = strconv.Atoi(m[4])
+		p.adminPort, _ = strconv.Atoi(m[5])
 	case <-p.exited:
 		t.Fatalf("ferry exited early: %v\n%s", p.exitErr, p.log.String())
 	case <-time.After(20 * time.Second):

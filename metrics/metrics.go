@@ -4,8 +4,10 @@ package metrics
 
 import (
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"runtime/debug"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -57,4 +59,63 @@ func NewRegistry(bi BuildInfo) *prometheus.Registry {
 // Handler serves the registry in the Prometheus exposition formats.
 func Handler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+}
+
+// AdminConfig configures the admin listener's handler.
+type AdminConfig struct {
+	// Registry is served at /metrics.
+	Registry *prometheus.Registry
+	// Ready reports readiness for /readyz; nil means always ready.
+	Ready func() bool
+	// Pprof mounts net/http/pprof under /debug/pprof/.
+	Pprof bool
+}
+
+// AdminHandler serves /metrics, /healthz, /readyz and, when enabled, /debug/pprof/. It
+// belongs on a listener of its own (127.0.0.1 by default), never on the public one.
+func AdminHandler(cfg AdminConfig) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", Handler(cfg.Registry))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if cfg.Ready != nil && !cfg.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// CertificateExpiry is ferry_tls_certificate_expiry_timestamp_seconds{listener}: when the
+// certificate a TLS listener serves stops being valid.
+type CertificateExpiry struct{ g *prometheus.GaugeVec }
+
+// NewCertificateExpiry registers the gauge on reg.
+func NewCertificateExpiry(reg prometheus.Registerer) (*CertificateExpiry, error) {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ferry_tls_certificate_expiry_timestamp_seconds",
+		Help: "NotAfter of the certificate each TLS listener serves, as a Unix timestamp in seconds.",
+	}, []string{"listener"})
+	if err := reg.Register(g); err != nil {
+		return nil, err
+	}
+	return &CertificateExpiry{g}, nil
+}
+
+// Set records the expiry of listener's certificate ("turn" or "http").
+func (c *CertificateExpiry) Set(listener string, notAfter time.Time) {
+	c.g.WithLabelValues(listener).Set(float64(notAfter.Unix()))
 }

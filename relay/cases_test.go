@@ -15,7 +15,7 @@ import (
 var transports = []string{"udp", "tcp", "tls"}
 
 // allocated returns a client with an allocation over network.
-func (e *testEnv) allocated(t *testing.T, network, user string) (*stunClient, netip.AddrPort) {
+func (e *testEnv) allocated(t testing.TB, network, user string) (*stunClient, netip.AddrPort) {
 	t.Helper()
 	c := e.dial(t, network)
 	cred := e.cred(t, user, time.Hour)

@@ -66,7 +66,7 @@ type testEnv struct {
 
 var peerIP = netip.MustParseAddr("127.0.0.2")
 
-func newTestEnv(t *testing.T, mutate ...func(*Config)) *testEnv {
+func newTestEnv(t testing.TB, mutate ...func(*Config)) *testEnv {
 	t.Helper()
 	env := &testEnv{clock: newClock(), reg: prometheus.NewRegistry(), sink: &recordingSink{}}
 	a, err := auth.New(auth.Config{Secrets: []string{testSecret}, MaxTTL: 24 * time.Hour,
@@ -132,7 +132,7 @@ func withRelayIP(ip string) func(*Config) {
 }
 
 // withIPv6 adds a UDP listener on [::1] and IPv6 relayed addresses on ::1.
-func withIPv6(t *testing.T) func(*Config) {
+func withIPv6(t testing.TB) func(*Config) {
 	return func(c *Config) {
 		u6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
 		if err != nil {
@@ -147,7 +147,7 @@ func requestedFamily(f byte) stun.RawAttribute {
 	return stun.RawAttribute{Type: stun.AttrRequestedAddressFamily, Value: []byte{f, 0, 0, 0}}
 }
 
-func (e *testEnv) cred(t *testing.T, user string, ttl time.Duration) auth.Credential {
+func (e *testEnv) cred(t testing.TB, user string, ttl time.Duration) auth.Credential {
 	t.Helper()
 	c, err := e.auth.Issue(user, ttl)
 	if err != nil {
@@ -194,7 +194,7 @@ type udpEcho struct {
 	n    atomic.Int64
 }
 
-func newUDPEcho(t *testing.T, ip string) *udpEcho {
+func newUDPEcho(t testing.TB, ip string) *udpEcho {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)})
 	if err != nil {
@@ -227,7 +227,7 @@ type canary struct {
 	hits atomic.Int64
 }
 
-func newCanary(t *testing.T, ip string) *canary {
+func newCanary(t testing.TB, ip string) *canary {
 	t.Helper()
 	u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)})
 	if err != nil {
@@ -275,7 +275,7 @@ func (c *canary) port() uint16 { return uint16(c.udp.LocalAddr().(*net.UDPAddr).
 // stunClient speaks raw STUN/TURN to Ferry over UDP or TCP, so tests control every byte and
 // see every error code (pion's client hides them and retries).
 type stunClient struct {
-	t        *testing.T
+	t        testing.TB
 	conn     net.Conn
 	stream   bool
 	rbuf     []byte
@@ -287,7 +287,7 @@ type stunClient struct {
 	last     *stun.Message // the last response do received
 }
 
-func dialClient(t *testing.T, network string, addr net.Addr, local string) *stunClient {
+func dialClient(t testing.TB, network string, addr net.Addr, local string) *stunClient {
 	t.Helper()
 	var conn net.Conn
 	var err error
@@ -308,7 +308,7 @@ func dialClient(t *testing.T, network string, addr net.Addr, local string) *stun
 	return &stunClient{t: t, conn: conn, stream: network == "tcp"}
 }
 
-func (e *testEnv) dial(t *testing.T, network string) *stunClient {
+func (e *testEnv) dial(t testing.TB, network string) *stunClient {
 	t.Helper()
 	switch network {
 	case "udp":
@@ -326,7 +326,7 @@ func (e *testEnv) dial(t *testing.T, network string) *stunClient {
 
 // testTLSConfig returns a server config with a fresh self-signed certificate for
 // turn.ferry.test and the pool that trusts it.
-func testTLSConfig(t *testing.T) (*tls.Config, *x509.CertPool) {
+func testTLSConfig(t testing.TB) (*tls.Config, *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

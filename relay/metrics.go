@@ -74,13 +74,20 @@ type relayMetrics struct {
 	bindings      *prometheus.CounterVec
 	dropped       *prometheus.CounterVec
 	droppedByName map[string]prometheus.Counter
+	limit         *prometheus.GaugeVec
 
 	// resolved children, indexed [transport][direction]
 	bytesC   [numTransports][2]prometheus.Counter
 	packetsC [numTransports][2]prometheus.Counter
 }
 
-func newRelayMetrics(reg prometheus.Registerer) (*relayMetrics, error) {
+// nopCounter counts nothing: the per-packet counters when metrics are disabled.
+type nopCounter struct{ prometheus.Counter }
+
+func (nopCounter) Inc()        {}
+func (nopCounter) Add(float64) {}
+
+func newRelayMetrics(reg prometheus.Registerer, perPacket bool) (*relayMetrics, error) {
 	m := &relayMetrics{
 		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ferry_turn_allocations_active",
@@ -136,10 +143,14 @@ func newRelayMetrics(reg prometheus.Registerer) (*relayMetrics, error) {
 			Help: "Packets discarded without relaying, by reason.",
 		}, []string{"reason"}),
 		droppedByName: map[string]prometheus.Counter{},
+		limit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ferry_turn_allocation_limit",
+			Help: "Configured allocation caps by kind (total, per_user); 0 means no cap.",
+		}, []string{"kind"}),
 	}
 	for _, c := range []prometheus.Collector{m.active, m.created, m.duration, m.bytes, m.packets,
 		m.permissions, m.channels, m.requests, m.authFailures, m.peerDenials, m.quota, m.bindings,
-		m.dropped} {
+		m.dropped, m.limit} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -151,10 +162,26 @@ func newRelayMetrics(reg prometheus.Registerer) (*relayMetrics, error) {
 		for d := range 2 {
 			m.bytesC[t][d] = m.bytes.WithLabelValues(t.String(), directionLabels[d])
 			m.packetsC[t][d] = m.packets.WithLabelValues(t.String(), directionLabels[d])
+			if !perPacket {
+				m.bytesC[t][d], m.packetsC[t][d] = nopCounter{}, nopCounter{}
+			}
 		}
 	}
 	for _, r := range dropReasons {
 		m.droppedByName[r] = m.dropped.WithLabelValues(r)
+	}
+	// Known label values start at zero, so rate() and alerts see them before the first event.
+	for _, r := range []string{"malformed", "expired", "too_far_ahead", "unknown_user", "bad_integrity", "wrong_realm"} {
+		m.authFailures.WithLabelValues(r)
+	}
+	for _, r := range denyReasons {
+		m.peerDenials.WithLabelValues(r)
+	}
+	for _, k := range []string{"total", "user"} {
+		m.quota.WithLabelValues(k)
+	}
+	for _, meth := range []uint16{methodBinding, methodAllocate, methodRefresh, methodCreatePermission, methodChannelBind} {
+		m.requests.WithLabelValues(methodLabel(meth), "success")
 	}
 	return m, nil
 }

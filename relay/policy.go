@@ -26,6 +26,10 @@ const (
 	DenyServicePort    = "service_port"
 )
 
+var denyReasons = []string{DenyInvalid, DenyUnspecified, DenyLoopback, DenyPrivate, DenyCGNAT,
+	DenyLinkLocal, DenyUniqueLocal, DenySiteLocal, DenyMulticast, DenyBroadcast, DenyReserved,
+	DenyDocumentation, DenyIPv4Embedding, DenyConfigured, DenyOwnAddress, DenyNotRelayedAddr, DenyServicePort}
+
 // peerClass says how a permitted peer IP may be used on the data path.
 type peerClass uint8
 

@@ -94,6 +94,9 @@ type Config struct {
 	Events EventSink
 	// Registerer receives the relay's metrics; nil means a private registry.
 	Registerer prometheus.Registerer
+	// NoPacketMetrics skips the per-packet byte and packet counters (the metrics stay
+	// registered, at zero). For benchmarks that measure what counting costs.
+	NoPacketMetrics bool
 	// Logger gets Ferry's log lines (never an address or a username); nil discards.
 	Logger *slog.Logger
 	// Now is the clock for credential expiry and allocation age; nil means time.Now.
@@ -198,10 +201,12 @@ func New(cfg Config) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	m, err := newRelayMetrics(reg)
+	m, err := newRelayMetrics(reg, !cfg.NoPacketMetrics)
 	if err != nil {
 		return nil, fmt.Errorf("relay: metrics: %w", err)
 	}
+	m.limit.WithLabelValues("total").Set(float64(cfg.MaxAllocations))
+	m.limit.WithLabelValues("per_user").Set(float64(cfg.MaxAllocationsPerUser))
 	s.m = m
 
 	pub4, pub6 := cfg.AdvertisedIPv4, cfg.AdvertisedIPv6

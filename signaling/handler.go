@@ -102,6 +102,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, fmt.Errorf("signaling: metrics: %w", err)
 		}
 	}
+	for _, r := range []string{"/v1/ice-servers", "/healthz", "/readyz"} {
+		m.requests.WithLabelValues(r, "200")
+	}
 	return m, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"time"
 
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/config"
@@ -18,7 +19,7 @@ import (
 // newHTTPServer builds the signaling HTTP server with the configured timeouts and limits.
 // Its error log is discarded: net/http would log client addresses there.
 func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registerer, urls []signaling.URL,
-	ready func() bool, access signaling.AccessSink) (*http.Server, error) {
+	ready func() bool, access signaling.AccessSink, certExpiry func(time.Time)) (*http.Server, error) {
 	var keys []signaling.APIKey
 	for _, k := range f.API.Keys {
 		sum, err := signaling.ParseAPIKeyHash(k.SHA256)
@@ -52,7 +53,7 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 	})
 	var tlsConf *tls.Config
 	if f.HTTP.TLSCertFile != "" {
-		r, err := newCertReloader(f.HTTP.TLSCertFile, f.HTTP.TLSKeyFile)
+		r, err := newCertReloader(f.HTTP.TLSCertFile, f.HTTP.TLSKeyFile, certExpiry)
 		if err != nil {
 			return nil, fmt.Errorf("http: %w", err)
 		}

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -46,13 +48,25 @@ func newServeCmd() *cobra.Command {
 
 // listeners are the sockets serve opened; main owns ports and TLS, components get sockets.
 type listeners struct {
-	udp  [][]*net.UDPConn
-	tcp  []net.Listener
-	tls  []net.Listener
-	http net.Listener // nil when http.listen is ""
+	udp   [][]*net.UDPConn
+	tcp   []net.Listener
+	tls   []net.Listener
+	http  net.Listener // nil when http.listen is ""
+	admin net.Listener // nil when admin.listen is ""
 }
 
+// close closes every socket; on the way up, before the HTTP servers own theirs.
 func (l *listeners) close() {
+	l.closeTURN()
+	for _, ln := range []net.Listener{l.http, l.admin} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}
+
+// closeTURN closes the TURN sockets (the HTTP servers close their listeners on Shutdown).
+func (l *listeners) closeTURN() {
 	for _, socks := range l.udp {
 		for _, s := range socks {
 			_ = s.Close()
@@ -60,9 +74,6 @@ func (l *listeners) close() {
 	}
 	for _, ln := range append(l.tcp, l.tls...) {
 		_ = ln.Close()
-	}
-	if l.http != nil {
-		_ = l.http.Close()
 	}
 }
 
@@ -101,6 +112,13 @@ func openListeners(ctx context.Context, f *config.File) (*listeners, error) {
 		}
 		l.http = ln
 	}
+	if a := f.Admin.Listen; a != "" {
+		ln, err := lc.Listen(ctx, listenNetwork("tcp", a), a)
+		if err != nil {
+			return fail(fmt.Errorf("admin: listen %s: %w", a, err))
+		}
+		l.admin = ln
+	}
 	return l, nil
 }
 
@@ -124,13 +142,15 @@ func ports(addrs ...net.Addr) string {
 
 // server is a running Ferry: what serve starts and stops.
 type server struct {
-	relay    *relay.Server
-	alloclog *alloclog.Log // nil when disabled
-	http     *http.Server
-	httpDone chan error
-	socks    *listeners
-	log      *slog.Logger
-	stopping atomic.Bool
+	relay     *relay.Server
+	alloclog  *alloclog.Log // nil when disabled
+	http      *http.Server
+	httpDone  chan error
+	admin     *http.Server
+	adminDone chan error
+	socks     *listeners
+	log       *slog.Logger
+	stopping  atomic.Bool
 }
 
 // start opens the sockets and starts the relay. It logs ports, never addresses.
@@ -152,9 +172,14 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 	if err != nil {
 		return nil, err
 	}
+	reg := metrics.NewRegistry(metrics.ReadBuildInfo())
+	certs, err := metrics.NewCertificateExpiry(reg)
+	if err != nil {
+		return nil, err
+	}
 	var tlsConf *tls.Config
 	if len(f.TURN.TLSListen) > 0 {
-		r, err := newCertReloader(f.TURN.TLSCertFile, f.TURN.TLSKeyFile)
+		r, err := newCertReloader(f.TURN.TLSCertFile, f.TURN.TLSKeyFile, func(t time.Time) { certs.Set("turn", t) })
 		if err != nil {
 			return nil, err
 		}
@@ -169,7 +194,6 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		p, _ := config.ParseCIDR(s)
 		denied = append(denied, p)
 	}
-	reg := metrics.NewRegistry(metrics.ReadBuildInfo())
 	var alog *alloclog.Log
 	var events relay.EventSink
 	var access signaling.AccessSink
@@ -244,7 +268,7 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		h, err := newHTTPServer(f, a, reg, signaling.BuildURLs(publicHost(f, bind4, adv4),
 			portsOf(udpAddrs), portsOf(tcpAddrs), portsOf(tlsAddrs)), func() bool {
 			return srv.Ready() && !s.stopping.Load()
-		}, access)
+		}, access, func(t time.Time) { certs.Set("http", t) })
 		if err != nil {
 			srv.Close()
 			socks.close()
@@ -258,8 +282,20 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		go func() { s.httpDone <- serveHTTP(h, socks.http) }()
 		httpPort = ports(socks.http.Addr())
 	}
+	adminPort := ""
+	if socks.admin != nil {
+		s.admin = &http.Server{
+			Handler: metrics.AdminHandler(metrics.AdminConfig{Registry: reg, Pprof: f.Admin.Pprof,
+				Ready: func() bool { return srv.Ready() && !s.stopping.Load() }}),
+			ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute,
+			ErrorLog: stdlog.New(io.Discard, "", 0),
+		}
+		s.adminDone = make(chan error, 1)
+		go func() { s.adminDone <- s.admin.Serve(socks.admin) }()
+		adminPort = ports(socks.admin.Addr())
+	}
 	log.Info("ferry serving", "udp_ports", ports(udpAddrs...), "tcp_ports", ports(tcpAddrs...),
-		"tls_ports", ports(tlsAddrs...), "http_port", httpPort,
+		"tls_ports", ports(tlsAddrs...), "http_port", httpPort, "admin_port", adminPort,
 		"relay_ports", fmt.Sprintf("%d-%d", f.Relay.PortMin, f.Relay.PortMax),
 		"relay_ip", relayAddrs(bind4, adv4, bind6, adv6))
 	return s, nil
@@ -286,19 +322,24 @@ func relayAddrs(bind4, adv4, bind6, adv6 netip.Addr) string {
 func (s *server) stop() error {
 	s.stopping.Store(true)
 	var errs []error
-	if s.http != nil {
+	shutdown := func(h *http.Server, done chan error) {
+		if h == nil {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		errs = append(errs, s.http.Shutdown(ctx))
+		errs = append(errs, h.Shutdown(ctx))
 		cancel()
-		if err := <-s.httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, err)
 		}
 	}
+	shutdown(s.http, s.httpDone)
 	errs = append(errs, s.relay.Close())
-	s.socks.close()
+	s.socks.closeTURN()
 	if s.alloclog != nil { // after the relay: its shutdown events are written too
 		errs = append(errs, s.alloclog.Close())
 	}
+	shutdown(s.admin, s.adminDone) // last: /readyz says 503 until the end
 	return errors.Join(errs...)
 }
 
@@ -325,14 +366,15 @@ func serve(ctx context.Context, f *config.File, logOut io.Writer, started func(*
 // a renewed certificate takes effect without dropping allocations.
 type certReloader struct {
 	certFile, keyFile string
+	expiry            func(notAfter time.Time) // reports each loaded certificate's NotAfter
 	mu                sync.Mutex
 	cert              *tls.Certificate
 	modTime           time.Time
 	checked           time.Time
 }
 
-func newCertReloader(certFile, keyFile string) (*certReloader, error) {
-	r := &certReloader{certFile: certFile, keyFile: keyFile}
+func newCertReloader(certFile, keyFile string, expiry func(time.Time)) (*certReloader, error) {
+	r := &certReloader{certFile: certFile, keyFile: keyFile, expiry: expiry}
 	if err := r.load(); err != nil {
 		return nil, err
 	}
@@ -346,6 +388,15 @@ func (r *certReloader) load() error {
 	}
 	r.cert = &c
 	r.modTime = latestModTime(r.certFile, r.keyFile)
+	if r.expiry != nil {
+		leaf := c.Leaf
+		if leaf == nil {
+			if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+				return fmt.Errorf("turn: TLS certificate: %w", err)
+			}
+		}
+		r.expiry(leaf.NotAfter)
+	}
 	return nil
 }
 
