@@ -28,8 +28,8 @@ type alloc struct {
 	relayTCP *tcpRelayListener // RFC 6062 TCP allocation; nil for UDP
 	public   netip.AddrPort    // relayed transport address as advertised
 
-	udpSock *net.UDPConn // client output for UDP clients
-	stream  net.Conn     // client output for TCP/TLS clients
+	udpOut *udpSocket // client output for UDP clients: the listener's socket
+	stream net.Conn   // client output for TCP/TLS clients
 
 	perms atomic.Pointer[map[netip.Addr]peerClass]
 	chans atomic.Pointer[[]channel]
@@ -54,6 +54,15 @@ func (a *alloc) setEndReason(r string) { a.endReason.CompareAndSwap(nil, &r) }
 func (a *alloc) permission(ip netip.Addr) peerClass {
 	if m := a.perms.Load(); m != nil {
 		return (*m)[ip]
+	}
+	return 0
+}
+
+func (a *alloc) permissionCount() int { return lenMap(a.perms.Load()) }
+
+func (a *alloc) channelCount() int {
+	if cs := a.chans.Load(); cs != nil {
+		return len(*cs)
 	}
 	return 0
 }
@@ -171,37 +180,32 @@ func (a *alloc) removeChannel(num uint16) bool {
 	return removed
 }
 
-func (a *alloc) count(dir, n int) {
-	a.bytes[dir].Add(uint64(n))
-	a.packets[dir].Add(1)
-	a.bytesC[dir].Add(float64(n))
-	a.packetsC[dir].Inc()
+func (a *alloc) count(dir, n int) { a.countN(dir, 1, n) }
+
+// countN counts packets relayed in one direction with their total payload bytes.
+func (a *alloc) countN(dir, packets, bytes int) {
+	a.bytes[dir].Add(uint64(bytes))
+	a.packets[dir].Add(uint64(packets))
+	a.bytesC[dir].Add(float64(bytes))
+	a.packetsC[dir].Add(float64(packets))
 }
 
-// sendToClient writes one framed message (ChannelData or Data indication) to the client.
-func (a *alloc) sendToClient(frame []byte) error {
-	if a.stream != nil {
-		_, err := a.stream.Write(frame)
-		return err
-	}
-	_, err := a.udpSock.WriteToUDPAddrPort(frame, a.client)
-	return err
-}
-
-// relayChannelData forwards the payload of a ChannelData message from the client to the peer
+// relayChannelData queues the payload of a ChannelData message from the client for the peer
 // bound to num (RFC 8656 §12.6). Unbound channels and peers without a permission are dropped.
-func (s *Server) relayChannelData(a *alloc, num uint16, payload []byte) {
+func (s *Server) relayChannelData(a *alloc, num uint16, payload []byte, ob *outbox) {
 	peer, ok := a.channelByNumber(num)
 	if !ok {
 		s.m.drop(dropNoChannel)
 		return
 	}
-	s.sendToPeer(a, payload, peer)
+	if dst, ok := s.peerDest(a, peer); ok {
+		ob.add(s, a, dst, payload)
+	}
 }
 
-// relaySendIndication forwards the DATA of a Send indication (RFC 8656 §11.2). A Send
+// relaySendIndication queues the DATA of a Send indication (RFC 8656 §11.2). A Send
 // indication never creates or refreshes a permission; without one it is dropped silently.
-func (s *Server) relaySendIndication(a *alloc, msg []byte) {
+func (s *Server) relaySendIndication(a *alloc, msg []byte, ob *outbox) {
 	if !fingerprintOK(msg) {
 		s.m.drop(dropBadFingerprint)
 		return
@@ -217,35 +221,45 @@ func (s *Server) relaySendIndication(a *alloc, msg []byte) {
 		s.m.drop(dropMalformed)
 		return
 	}
-	s.sendToPeer(a, data, peer)
+	if dst, ok := s.peerDest(a, peer); ok {
+		ob.add(s, a, dst, data)
+	}
 }
 
-// sendToPeer writes payload from a's relayed transport address to peer, after the permission
-// check and the port restrictions of its class.
-func (s *Server) sendToPeer(a *alloc, payload []byte, peer netip.AddrPort) {
+// peerDest checks that a may send to peer (a permission, and the port restrictions of its
+// class) and returns where the datagram really goes: another relayed transport address of
+// this server is reached at its bound socket rather than through a NAT hairpin.
+func (s *Server) peerDest(a *alloc, peer netip.AddrPort) (netip.AddrPort, bool) {
 	if a.relay == nil {
 		s.m.drop(dropUnexpected)
-		return
+		return netip.AddrPort{}, false
 	}
-	dst := peer
 	switch a.permission(peer.Addr()) {
 	case 0:
 		s.m.drop(dropNoPermission)
-		return
+		return netip.AddrPort{}, false
 	case peerRelayOnly:
-		// Only active relayed transport addresses of this server (relay-to-relay), and
-		// delivered to their bound socket directly rather than through a NAT hairpin.
 		rc := s.relays.byPort(peer.Addr(), peer.Port())
 		if rc == nil {
 			s.m.drop(dropPeerPort)
-			return
+			return netip.AddrPort{}, false
 		}
-		dst = rc.bind
+		return rc.bind, true
 	case peerLocal:
 		if s.servicePorts.has(peer.Port()) {
 			s.m.drop(dropPeerPort)
-			return
+			return netip.AddrPort{}, false
 		}
+	}
+	return peer, true
+}
+
+// sendToPeer writes one payload from a's relayed transport address to peer, with the same
+// checks (pion's path, should it relay itself).
+func (s *Server) sendToPeer(a *alloc, payload []byte, peer netip.AddrPort) {
+	dst, ok := s.peerDest(a, peer)
+	if !ok {
+		return
 	}
 	if _, err := a.relay.sock.WriteToUDPAddrPort(payload, dst); err != nil {
 		s.m.drop(dropWriteError)
@@ -254,31 +268,62 @@ func (s *Server) sendToPeer(a *alloc, payload []byte, peer netip.AddrPort) {
 	a.count(toPeer, len(payload))
 }
 
-// fromPeer handles a datagram that arrived on a's relayed transport address: buf[headroom:
-// headroom+n] is the payload. It goes to the client as ChannelData when a channel is bound to
-// the peer, else as a Data indication (RFC 8656 §11.3, §12.7), and only with a permission.
-func (s *Server) fromPeer(a *alloc, buf []byte, n int, src netip.AddrPort) {
-	// A datagram from another relayed transport address of this server arrives from its bind
-	// address; the permission was installed for the advertised one.
-	if rc := s.relays.byBind(src); rc != nil {
-		src = rc.public
-	}
-	if a.permission(src.Addr()) == 0 {
-		s.m.drop(dropNoPermission)
-		return
-	}
+// deliverFromPeers frames the n datagrams pr read from a's relayed transport address and
+// sends them to the client: ChannelData when a channel is bound to the peer, else a Data
+// indication (RFC 8656 §11.3, §12.7), and only with a permission. A UDP client gets them in
+// one sendmmsg (or GSO send), a TCP/TLS client in one write.
+func (s *Server) deliverFromPeers(a *alloc, pr *peerReader, n int) {
 	stream := a.stream != nil
-	var frame []byte
-	if num := a.channelByPeer(src); num != 0 {
-		frame = encodeChannelData(buf, headroom-channelHdrLen, num, n, stream)
-	} else {
-		frame = encodeDataIndication(buf, headroom-dataIndicationHdrLen(src), n, src)
+	k, bytes := 0, 0
+	pr.seq = pr.seq[:0]
+	for i := 0; i < n; i++ {
+		if pr.in.Trunc[i] {
+			s.m.drop(dropTooLarge) // never relay a partial datagram
+			continue
+		}
+		src := pr.in.Addrs[i]
+		// A datagram from another relayed transport address of this server arrives from its
+		// bind address; the permission was installed for the advertised one.
+		if rc := s.relays.byBind(src); rc != nil {
+			src = rc.public
+		}
+		if a.permission(src.Addr()) == 0 {
+			s.m.drop(dropNoPermission)
+			continue
+		}
+		size := pr.in.Lens[i]
+		var frame []byte
+		if num := a.channelByPeer(src); num != 0 {
+			frame = encodeChannelData(pr.bufs[i], headroom-channelHdrLen, num, size, stream)
+		} else {
+			frame = encodeDataIndication(pr.bufs[i], headroom-dataIndicationHdrLen(src), size, src)
+		}
+		if stream {
+			pr.seq = append(pr.seq, frame...)
+		} else {
+			pr.out.Bufs[k], pr.out.Lens[k], pr.out.Addrs[k] = frame, len(frame), a.client
+		}
+		k++
+		bytes += size
 	}
-	if err := a.sendToClient(frame); err != nil {
-		s.m.drop(dropWriteError)
+	if k == 0 {
 		return
 	}
-	a.count(toClient, n)
+	if stream {
+		if _, err := a.stream.Write(pr.seq); err != nil {
+			s.m.droppedByName[dropWriteError].Add(float64(k))
+			return
+		}
+		a.countN(toClient, k, bytes)
+		return
+	}
+	sent, _ := sendBatch(pr.w, a.udpOut.rc, a.udpOut.v6, pr.out, k, pr.gso)
+	if sent < k {
+		s.m.droppedByName[dropWriteError].Add(float64(k - sent))
+	}
+	if sent > 0 {
+		a.countN(toClient, sent, bytes)
+	}
 }
 
 // portSet is a fixed set of ports (Ferry's own service ports), checked per packet.

@@ -44,10 +44,19 @@ func TestC22Amplification(t *testing.T) {
 	ratio("Binding+FINGERPRINT", mustBuild(t, stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw, 1.5)
 	ratio("CHANGE-REQUEST", mustBuild(t, stun.TransactionID, stun.BindingRequest,
 		stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{0, 0, 0, 6}}).Raw, 2.0)
-	allocate := mustBuild(t, stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), udpTransport)
-	m := ratio("unauthenticated Allocate", allocate.Raw, 2.6)
+	// The first challenge comes from pion; later ones from Ferry, with the nonce pion issued:
+	// the same 72 bytes (no reason phrase; the nonce and the realm take the rest).
+	allocate := func() []byte {
+		return mustBuild(t, stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), udpTransport).Raw
+	}
+	m := ratio("unauthenticated Allocate (pion)", allocate(), 2.6)
 	if errCode(m) != 401 {
 		t.Fatalf("unauthenticated Allocate: %d", errCode(m))
+	}
+	m2 := ratio("unauthenticated Allocate (Ferry)", allocate(), 2.6)
+	var n1, n2 stun.Nonce
+	if errCode(m2) != 401 || n1.GetFrom(m) != nil || n2.GetFrom(m2) != nil || n1.String() != n2.String() {
+		t.Fatalf("Ferry's challenge must carry pion's nonce: %d %q %q", errCode(m2), n1, n2)
 	}
 
 	// 2000 unauthenticated Allocates in 2 s (of the injected clock) from one source: the

@@ -477,12 +477,24 @@ func errCode(m *stun.Message) int {
 
 var udpTransport = stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
 
+func hasTransport(attrs []stun.Setter) bool {
+	for _, a := range attrs {
+		if r, ok := a.(stun.RawAttribute); ok && r.Type == stun.AttrRequestedTransport {
+			return true
+		}
+	}
+	return false
+}
+
 // allocate performs the 401 challenge and an authenticated Allocate. It returns the error
 // code (0 on success) and the relayed transport address.
 func (c *stunClient) allocate(username, password string, extra ...stun.Setter) (int, netip.AddrPort) {
 	c.t.Helper()
 	c.key = nil
-	attrs := append([]stun.Setter{udpTransport}, extra...)
+	attrs := extra
+	if !hasTransport(extra) {
+		attrs = append([]stun.Setter{udpTransport}, extra...)
+	}
 	r, err := c.transact(c.build(stun.MethodAllocate, attrs...))
 	if err != nil {
 		c.t.Fatal(err)

@@ -32,18 +32,12 @@ func hotPath(t testing.TB, mutate ...func(*Config)) (*testEnv, *udpListener, *st
 	return env, l, c, sink, a
 }
 
-// The data path allocates nothing per packet: a ChannelData from the client (listener ->
-// relay socket) and a datagram from the peer (relay socket -> client), with metrics counting.
+// The data path allocates nothing per packet: ChannelData and Send indications from the client
+// (listener -> relay socket) and datagrams from the peer (relay socket -> client), with
+// metrics counting.
 func TestHotPathZeroAllocations(t *testing.T) {
 	env, l, c, sink, a := hotPath(t)
-	src := c.conn.LocalAddr().(*net.UDPAddr).AddrPort()
-	frame := c.channelData(0x4000, make([]byte, 100))
-	sock := l.socks[0]
-	if n := testing.AllocsPerRun(1000, func() { l.handle(sock, frame, src) }); n != 0 {
-		t.Errorf("client -> peer: %v allocations per packet", n)
-	}
-	// Drain the sink so its buffer never fills.
-	go func() {
+	go func() { // drain the sink so its buffer never fills
 		buf := make([]byte, 2048)
 		for {
 			if _, err := sink.Read(buf); err != nil {
@@ -51,22 +45,45 @@ func TestHotPathZeroAllocations(t *testing.T) {
 			}
 		}
 	}()
-	buf := make([]byte, inboundMTU)
+	src := c.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	frame := c.channelData(0x4000, make([]byte, 100))
+	sock := l.socks[0]
+	ob := newOutbox()
+	if n := testing.AllocsPerRun(1000, func() { l.handle(sock, frame, src, ob); ob.flush(env.srv) }); n != 0 {
+		t.Errorf("client -> peer (ChannelData): %v allocations per packet", n)
+	}
 	peer := sink.LocalAddr().(*net.UDPAddr).AddrPort()
-	if n := testing.AllocsPerRun(1000, func() { env.srv.fromPeer(a, buf, 100, peer) }); n != 0 {
-		t.Errorf("peer -> client (ChannelData): %v allocations per packet", n)
-	}
-	// Without a channel: a Data indication.
-	other := netip.AddrPortFrom(peer.Addr(), peer.Port()+1)
-	if n := testing.AllocsPerRun(1000, func() { env.srv.fromPeer(a, buf, 100, other) }); n != 0 {
-		t.Errorf("peer -> client (Data indication): %v allocations per packet", n)
-	}
 	send := c.sendIndication(peerAttr{ap: peer}, make([]byte, 100))
-	if n := testing.AllocsPerRun(1000, func() { l.handle(sock, send, src) }); n != 0 {
-		t.Errorf("Send indication: %v allocations per packet", n)
+	if n := testing.AllocsPerRun(1000, func() { l.handle(sock, send, src, ob); ob.flush(env.srv) }); n != 0 {
+		t.Errorf("client -> peer (Send indication): %v allocations per packet", n)
+	}
+	// A batch of 8 from one client: one sendmmsg (or GSO send).
+	if n := testing.AllocsPerRun(200, func() {
+		for range 8 {
+			l.handle(sock, frame, src, ob)
+		}
+		ob.flush(env.srv)
+	}); n != 0 {
+		t.Errorf("client -> peer (batch of 8): %v allocations per batch", n)
+	}
+	pr := newPeerReader()
+	other := netip.AddrPortFrom(peer.Addr(), peer.Port()+1)
+	for _, tc := range []struct {
+		name string
+		from netip.AddrPort
+	}{{"ChannelData", peer}, {"Data indication", other}} {
+		for i := range 4 {
+			pr.in.Lens[i], pr.in.Addrs[i], pr.in.Trunc[i] = 100, tc.from, false
+		}
+		if n := testing.AllocsPerRun(1000, func() { env.srv.deliverFromPeers(a, pr, 4) }); n != 0 {
+			t.Errorf("peer -> client (%s): %v allocations per batch", tc.name, n)
+		}
 	}
 	if got := a.packets[toPeer].Load(); got < 2000 {
-		t.Fatalf("the measured calls relayed only %d packets", got)
+		t.Fatalf("the measured calls relayed only %d packets to the peer", got)
+	}
+	if got := a.packets[toClient].Load(); got < 4000 {
+		t.Fatalf("the measured calls relayed only %d packets to the client", got)
 	}
 }
 

@@ -52,7 +52,8 @@ func splitType(t uint16) (method uint16, class uint16) {
 	return method, class
 }
 
-// observeResponse counts a response pion sends (ferry_turn_requests_total).
+// observeResponse counts a response pion sends (ferry_turn_requests_total) and remembers
+// the nonces pion issues.
 func (s *Server) observeResponse(b []byte) {
 	if kind, size, _ := nextFrame(b, false); kind != frameSTUN || size != len(b) {
 		return
@@ -66,8 +67,53 @@ func (s *Server) observeResponse(b []byte) {
 		if v := stunAttr(b, uint16(stun.AttrErrorCode)); len(v) >= 4 {
 			code = int(v[2]&0x7)*100 + int(v[3])
 		}
+		if code == 401 || code == 438 {
+			if n := stunAttr(b, uint16(stun.AttrNonce)); len(n) > 0 {
+				s.nonces.observe(n)
+			}
+		}
 		s.m.requests.WithLabelValues(methodLabel(method), requestResult(code)).Inc()
 	}
+}
+
+// nonceCache holds the latest nonce pion issued. pion's nonces are valid for an hour
+// (pion/turn v5 internal/server, not configurable); Ferry hands one out for at most
+// nonceReuse after pion issued it, so it is always well inside that hour. When the cache is
+// stale, the challenge goes to pion, which issues a fresh nonce.
+type nonceCache struct {
+	mu    sync.Mutex
+	nonce string
+	seen  time.Time
+}
+
+const nonceReuse = 10 * time.Minute
+
+func (c *nonceCache) observe(n []byte) {
+	c.mu.Lock()
+	if string(n) != c.nonce {
+		c.nonce, c.seen = string(n), time.Now() // pion's clock, not the injected one
+	}
+	c.mu.Unlock()
+}
+
+func (c *nonceCache) recent() (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nonce, c.nonce != "" && time.Since(c.seen) < nonceReuse
+}
+
+// challenge answers an unauthenticated request with 401, NONCE and REALM (RFC 8489 §9.2.4),
+// byte for byte as pion would: no reason phrase, the smaller the answer the better.
+func (s *Server) challenge(m *stun.Message, nonce string, reply func([]byte) error) {
+	resp, err := stun.Build(stun.NewTransactionIDSetter(m.TransactionID),
+		stun.NewType(m.Type.Method, stun.ClassErrorResponse),
+		&stun.ErrorCodeAttribute{Code: stun.CodeUnauthorized, Reason: []byte{}},
+		stun.NewNonce(nonce), stun.NewRealm(s.cfg.Realm))
+	if err != nil {
+		return
+	}
+	s.m.requests.WithLabelValues(methodLabel(uint16(m.Type.Method)), "401").Inc()
+	_ = reply(resp.Raw)
 }
 
 // inspect applies Ferry's rules to a control message before pion sees it. It returns true to
@@ -75,8 +121,12 @@ func (s *Server) observeResponse(b []byte) {
 // gets wrong or lacks: a denied peer anywhere in CreatePermission refuses the whole request
 // with 403 (pion answers ChannelBind with 401 and installs the permissions before a denied
 // one), channel numbers outside 0x4000-0x4FFF get 400, a different username on an existing
-// allocation gets 441, disabled TCP allocations get 442, unsupported address families get
-// 440, FINGERPRINT is verified, and unauthenticated answers are rate-limited per source.
+// allocation gets 441, a request on no allocation gets 437, disabled TCP allocations get 442,
+// unsupported address families get 440, FINGERPRINT is verified, and unauthenticated
+// answers over UDP are rate-limited per source.
+//
+// Ferry authenticates (MESSAGE-INTEGRITY) only when it is about to refuse, has to pick which
+// secret's key pion uses, or records a client's deletion; otherwise pion verifies anyway.
 func (s *Server) inspect(raw []byte, t Transport, server, client netip.AddrPort, reply func([]byte) error) bool {
 	if !fingerprintOK(raw) {
 		s.m.drop(dropBadFingerprint) // RFC 8489 §14.7: silently discard
@@ -92,46 +142,81 @@ func (s *Server) inspect(raw []byte, t Transport, server, client netip.AddrPort,
 		return false
 	}
 	if !textAttrsFit(m) {
-		if s.allowUnauthenticated(client) {
+		if s.allowUnauthenticated(t, client) {
 			s.replyError(m, stun.CodeBadRequest, nil, reply)
 		}
 		return false
 	}
 	if !m.Contains(stun.AttrMessageIntegrity) {
-		// pion answers with a 401 challenge: the unauthenticated amplifier of C22.
-		return s.allowUnauthenticated(client)
+		// A 401 challenge: the unauthenticated amplifier of C22, rate-limited; and answered
+		// here with a nonce pion issued, when a recent one is known (half of pion's work per
+		// allocation).
+		if !s.allowUnauthenticated(t, client) {
+			return false
+		}
+		if nonce, ok := s.nonces.recent(); ok {
+			s.challenge(m, nonce, reply)
+			return false
+		}
+		return true
 	}
 	var username stun.Username
 	var realm stun.Realm
 	if username.GetFrom(m) != nil || realm.GetFrom(m) != nil {
 		return true // pion answers 400
 	}
+	existing := s.allocs.get(tupleKey{stream: t != UDP, server: server, client: client})
+	v := s.judge(m, t, existing, username.String())
+	if v.code == 0 && !v.deleted && !s.auth.SeveralSecrets() {
+		return true
+	}
 	key, reason := s.authenticate(username.String(), realm.String(), m.Type.Method, client, m)
 	if reason != "" {
-		return s.allowUnauthenticated(client) // pion answers 401 or 438 and counts why
+		return s.allowUnauthenticated(t, client) // pion answers 401 or 438 and counts why
 	}
-
-	// Authenticated. Ferry's own answers carry MESSAGE-INTEGRITY with the same key.
-	existing := s.allocs.get(tupleKey{stream: t != UDP, server: server, client: client})
-	refuse := func(code stun.ErrorCode, extra ...stun.Setter) bool {
-		s.replyError(m, code, key, reply, extra...)
+	if v.code != 0 {
+		for _, r := range v.denials {
+			s.m.peerDenials.WithLabelValues(r).Inc()
+		}
+		s.replyError(m, v.code, key, reply) // carries MESSAGE-INTEGRITY with the same key
 		return false
 	}
-	if existing != nil && existing.username != username.String() &&
-		m.Type.Method != stun.MethodAllocate && m.Type.Method != stun.MethodConnectionBind {
-		return refuse(stun.CodeWrongCredentials) // RFC 8656 §5, RFC 8489 §9.2.4
+	if v.deleted {
+		existing.setEndReason(EndDeletedClient)
 	}
-	switch m.Type.Method {
+	return true
+}
+
+// verdict is what inspect decided before authenticating.
+type verdict struct {
+	code    stun.ErrorCode // the refusal for an authenticated request; 0 passes it to pion
+	denials []string       // peer policy reasons behind a 403
+	deleted bool           // a Refresh with LIFETIME 0 on an existing allocation
+}
+
+// judge applies Ferry's rules to a decoded request.
+func (s *Server) judge(m *stun.Message, t Transport, existing *alloc, username string) verdict {
+	method := m.Type.Method
+	switch method {
+	case stun.MethodRefresh, stun.MethodCreatePermission, stun.MethodChannelBind, stun.MethodConnect:
+		if existing == nil {
+			return verdict{code: stun.CodeAllocMismatch} // RFC 8656 §7.3, §9.2, §12.2
+		}
+		if existing.username != username {
+			return verdict{code: stun.CodeWrongCredentials} // RFC 8656 §5, RFC 8489 §9.2.4
+		}
+	}
+	switch method {
 	case stun.MethodAllocate:
 		if existing != nil {
-			return true // pion: retransmission or 437
+			return verdict{} // pion: a retransmission, or 437
 		}
 		if v, err := m.Get(stun.AttrRequestedTransport); err == nil && len(v) == 4 && v[0] == 6 {
 			if !s.cfg.TCPAllocations {
-				return refuse(stun.CodeUnsupportedTransProto) // RFC 8656 §7.2 step 3
+				return verdict{code: stun.CodeUnsupportedTransProto} // RFC 8656 §7.2 step 3
 			}
 			if t == UDP {
-				return refuse(stun.CodeBadRequest) // RFC 6062 §5.1: TCP allocations need TCP/TLS
+				return verdict{code: stun.CodeBadRequest} // RFC 6062 §5.1: TCP allocations need TCP/TLS
 			}
 		}
 		if aaf, err := m.Get(attrAdditionalAddressFamily); err == nil {
@@ -139,37 +224,43 @@ func (s *Server) inspect(raw []byte, t Transport, server, client netip.AddrPort,
 			// IPv6, is a bad request. Dual allocation is not offered: with IPv6 requested
 			// as the additional family the allocation is IPv4 only.
 			if m.Contains(stun.AttrRequestedAddressFamily) || len(aaf) != 4 || aaf[0] != 0x02 {
-				return refuse(stun.CodeBadRequest)
+				return verdict{code: stun.CodeBadRequest}
 			}
 		}
 		if v, err := m.Get(stun.AttrRequestedAddressFamily); err == nil && len(v) == 4 {
 			if (v[0] == 0x01 && !s.relays.bind4.IsValid()) || (v[0] == 0x02 && !s.relays.bind6.IsValid()) {
-				return refuse(stun.CodeAddrFamilyNotSupported) // RFC 8656 §7.2
+				return verdict{code: stun.CodeAddrFamilyNotSupported} // RFC 8656 §7.2
 			}
 		}
 	case stun.MethodRefresh:
-		if v, err := m.Get(stun.AttrLifetime); err == nil && len(v) == 4 &&
-			binary.BigEndian.Uint32(v) == 0 && existing != nil {
-			existing.setEndReason(EndDeletedClient)
+		if v, err := m.Get(stun.AttrLifetime); err == nil && len(v) == 4 && binary.BigEndian.Uint32(v) == 0 {
+			return verdict{deleted: true}
 		}
 	case stun.MethodCreatePermission:
-		denied := false
+		var out verdict
+		added := 0 // permissions this request would add, not refresh
 		for _, a := range m.Attributes {
 			if a.Type != stun.AttrXORPeerAddress {
 				continue
 			}
 			peer, ok := decodeXORAddr(a.Value, m.Raw)
 			if !ok {
-				return true // pion answers 400
+				return verdict{code: stun.CodeBadRequest}
+			}
+			if existing.permission(peer.Addr()) == 0 {
+				added++
 			}
 			if _, reason := s.policy.check(peer.Addr()); reason != "" {
-				s.m.peerDenials.WithLabelValues(reason).Inc()
-				denied = true
+				out.denials = append(out.denials, reason)
 			}
 		}
-		if denied {
+		if len(out.denials) > 0 {
 			// RFC 8656 §9.2: the request is refused as a whole; nothing is installed.
-			return refuse(stun.CodeForbidden)
+			out.code = stun.CodeForbidden
+			return out
+		}
+		if existing.permissionCount()+added > s.cfg.MaxPermissions {
+			return verdict{code: stun.CodeInsufficientCapacity} // RFC 8656 §9.2
 		}
 	case stun.MethodChannelBind:
 		if v, err := m.Get(stun.AttrChannelNumber); err == nil && len(v) == 4 {
@@ -178,24 +269,35 @@ func (s *Server) inspect(raw []byte, t Transport, server, client netip.AddrPort,
 				hi = maxFramingChannel
 			}
 			if n := binary.BigEndian.Uint16(v); n < minChannel || n > hi {
-				return refuse(stun.CodeBadRequest) // RFC 8656 §12
+				return verdict{code: stun.CodeBadRequest} // RFC 8656 §12
 			}
 		}
-		if peer, ok := peerOf(m); ok {
-			if reason := s.peerPortDenied(peer, false); reason != "" {
-				s.m.peerDenials.WithLabelValues(reason).Inc()
-				return refuse(stun.CodeForbidden) // RFC 8656 §12.2
-			}
-		}
+		return s.judgePeer(m, existing, false)
 	case stun.MethodConnect:
-		if peer, ok := peerOf(m); ok {
-			if reason := s.peerPortDenied(peer, true); reason != "" {
-				s.m.peerDenials.WithLabelValues(reason).Inc()
-				return refuse(stun.CodeForbidden) // RFC 6062 §5.2
-			}
-		}
+		return s.judgePeer(m, existing, true)
 	}
-	return true
+	return verdict{}
+}
+
+// judgePeer checks the XOR-PEER-ADDRESS of a ChannelBind or Connect, and that a new channel
+// or permission stays within the allocation's cap.
+func (s *Server) judgePeer(m *stun.Message, existing *alloc, tcp bool) verdict {
+	v, err := m.Get(stun.AttrXORPeerAddress)
+	if err != nil {
+		return verdict{} // pion answers 400
+	}
+	peer, ok := decodeXORAddr(v, m.Raw)
+	if !ok {
+		return verdict{code: stun.CodeBadRequest}
+	}
+	if reason := s.peerPortDenied(peer, tcp); reason != "" {
+		return verdict{code: stun.CodeForbidden, denials: []string{reason}} // RFC 8656 §12.2, RFC 6062 §5.2
+	}
+	if !tcp && ((existing.permission(peer.Addr()) == 0 && existing.permissionCount() >= s.cfg.MaxPermissions) ||
+		(existing.channelByPeer(peer) == 0 && existing.channelCount() >= s.cfg.MaxPermissions)) {
+		return verdict{code: stun.CodeInsufficientCapacity}
+	}
+	return verdict{}
 }
 
 // textAttrsFit checks RFC 8489's limits: USERNAME under 509 bytes (§14.3), REALM and NONCE
@@ -210,14 +312,6 @@ func textAttrsFit(m *stun.Message) bool {
 		}
 	}
 	return true
-}
-
-func peerOf(m *stun.Message) (netip.AddrPort, bool) {
-	v, err := m.Get(stun.AttrXORPeerAddress)
-	if err != nil {
-		return netip.AddrPort{}, false
-	}
-	return decodeXORAddr(v, m.Raw)
 }
 
 // peerPortDenied applies the peer policy to a transport address: the IP must be allowed, a
@@ -276,7 +370,7 @@ func (s *Server) answerBinding(raw []byte, t Transport, client netip.AddrPort, r
 		s.m.drop(dropBadFingerprint)
 		return
 	}
-	if !s.allowUnauthenticated(client) {
+	if !s.allowUnauthenticated(t, client) {
 		return
 	}
 	m := &stun.Message{Raw: append([]byte(nil), raw...)}
@@ -286,7 +380,7 @@ func (s *Server) answerBinding(raw []byte, t Transport, client netip.AddrPort, r
 	}
 	var unknown stun.UnknownAttributes
 	for _, a := range m.Attributes {
-		if a.Type.Required() && !a.Type.Known() {
+		if a.Type.Required() && !bindingKnown(a.Type) {
 			unknown = append(unknown, a.Type)
 		}
 	}
@@ -311,8 +405,24 @@ func (s *Server) answerBinding(raw []byte, t Transport, client netip.AddrPort, r
 	_ = reply(resp.Raw)
 }
 
-func (s *Server) allowUnauthenticated(client netip.AddrPort) bool {
-	if s.unauth.allow(client.Addr(), s.now()) {
+// bindingKnown reports the comprehension-required attributes Ferry understands in a Binding
+// request (stun.AttrType.Known rebuilds a map on every call).
+func bindingKnown(t stun.AttrType) bool {
+	switch t {
+	case stun.AttrMappedAddress, stun.AttrUsername, stun.AttrMessageIntegrity, stun.AttrErrorCode,
+		stun.AttrUnknownAttributes, stun.AttrRealm, stun.AttrNonce, stun.AttrXORMappedAddress,
+		stun.AttrPriority, stun.AttrUseCandidate, stun.AttrMessageIntegritySHA256, stun.AttrUserhash,
+		stun.AttrPasswordAlgorithm:
+		return true
+	}
+	return false
+}
+
+// allowUnauthenticated rate-limits answers that need no credentials, over UDP only: a TCP or
+// TLS client has completed a handshake, so its address is not spoofed and cannot be made a
+// reflection victim.
+func (s *Server) allowUnauthenticated(t Transport, client netip.AddrPort) bool {
+	if t != UDP || s.unauth.allow(client.Addr(), s.now()) {
 		return true
 	}
 	s.m.drop(dropRateLimited)

@@ -75,6 +75,7 @@ type relayMetrics struct {
 	dropped       *prometheus.CounterVec
 	droppedByName map[string]prometheus.Counter
 	limit         *prometheus.GaugeVec
+	connsRefused  *prometheus.CounterVec
 
 	// resolved children, indexed [transport][direction]
 	bytesC   [numTransports][2]prometheus.Counter
@@ -143,6 +144,10 @@ func newRelayMetrics(reg prometheus.Registerer, perPacket bool) (*relayMetrics, 
 			Help: "Packets discarded without relaying, by reason.",
 		}, []string{"reason"}),
 		droppedByName: map[string]prometheus.Counter{},
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_turn_connections_refused_total",
+			Help: "TCP/TLS connections closed at once by the connection caps, by reason (per_ip, total, handshakes).",
+		}, []string{"reason"}),
 		limit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ferry_turn_allocation_limit",
 			Help: "Configured allocation caps by kind (total, per_user); 0 means no cap.",
@@ -150,7 +155,7 @@ func newRelayMetrics(reg prometheus.Registerer, perPacket bool) (*relayMetrics, 
 	}
 	for _, c := range []prometheus.Collector{m.active, m.created, m.duration, m.bytes, m.packets,
 		m.permissions, m.channels, m.requests, m.authFailures, m.peerDenials, m.quota, m.bindings,
-		m.dropped, m.limit} {
+		m.dropped, m.limit, m.connsRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -179,6 +184,9 @@ func newRelayMetrics(reg prometheus.Registerer, perPacket bool) (*relayMetrics, 
 	}
 	for _, k := range []string{"total", "user"} {
 		m.quota.WithLabelValues(k)
+	}
+	for _, r := range []string{refusedPerIP, refusedTotal, refusedHandshakes} {
+		m.connsRefused.WithLabelValues(r)
 	}
 	for _, meth := range []uint16{methodBinding, methodAllocate, methodRefresh, methodCreatePermission, methodChannelBind} {
 		m.requests.WithLabelValues(methodLabel(meth), "success")

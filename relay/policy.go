@@ -75,6 +75,7 @@ var defaultDenied = mustRules(
 	"::/128", DenyUnspecified,
 	"::1/128", DenyLoopback,
 	"::/96", DenyIPv4Embedding, // IPv4-compatible (deprecated): ::a.b.c.d
+	"::ffff:0:0:0/96", DenyIPv4Embedding, // IPv4-translated (RFC 2765): ::ffff:0:a.b.c.d
 	"64:ff9b::/96", DenyIPv4Embedding, // NAT64 well-known prefix reaches IPv4 space
 	"64:ff9b:1::/48", DenyIPv4Embedding, // NAT64 local-use
 	"2002::/16", DenyIPv4Embedding, // 6to4 embeds an IPv4 address

@@ -57,6 +57,8 @@ func TestPeerPolicyTable(t *testing.T) {
 		{"::ffff:169.254.169.254", 0, DenyLinkLocal},
 		{"::ffff:10.1.2.3", 0, DenyPrivate},
 		{"::127.0.0.1", 0, DenyIPv4Embedding},
+		{"::ffff:0:a00:1", 0, DenyIPv4Embedding},  // IPv4-translated 10.0.0.1
+		{"::ffff:0:7f00:1", 0, DenyIPv4Embedding}, // IPv4-translated 127.0.0.1
 		{"64:ff9b::7f00:1", 0, DenyIPv4Embedding},
 		{"64:ff9b:1::a00:1", 0, DenyIPv4Embedding},
 		{"2002:7f00:1::1", 0, DenyIPv4Embedding},

@@ -19,35 +19,58 @@ import (
 var errFamilyUnsupported = errors.New("relay: no relay address configured for this address family")
 
 // relayConn is the UDP socket of one relayed transport address. pion reads it from its
-// per-allocation goroutine; Ferry's ReadFrom never returns a datagram to pion but relays it to
-// the client itself, so pion only learns that the socket closed.
+// per-allocation goroutine; Ferry's ReadFrom never returns a datagram to pion but relays
+// what arrives to the client itself, in batches, so pion only learns that the socket closed.
 type relayConn struct {
 	s      *Server
 	sock   *net.UDPConn
+	rc     syscall.RawConn
+	v6     bool
 	bind   netip.AddrPort // the socket's address
 	public netip.AddrPort // XOR-RELAYED-ADDRESS (the advertised IP when behind 1:1 NAT)
 	alloc  atomic.Pointer[alloc]
 	once   sync.Once
+	onRead func(uintptr) bool
+	rerr   error
 }
 
-func (c *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	if len(p) < headroom+64 {
-		return 0, nil, fmt.Errorf("relay: read buffer of %d bytes is too small", len(p))
-	}
-	room := p[headroom : len(p)-3] // 3 bytes for Data indication / stream padding
+// ReadFrom waits for datagrams and relays them until the socket closes. It borrows read
+// buffers only while data is queued, so an idle allocation holds none.
+func (c *relayConn) ReadFrom([]byte) (int, net.Addr, error) {
 	for {
-		n, src, err := c.sock.ReadFromUDPAddrPort(room)
-		if err != nil {
+		c.rerr = nil
+		if err := c.rc.Read(c.onRead); err != nil {
 			return 0, nil, err
 		}
-		a := c.alloc.Load()
-		switch {
-		case a == nil:
-			c.s.m.drop(dropNoAllocation)
-		case n == len(room):
-			c.s.m.drop(dropTooLarge) // possibly truncated: never relay a partial datagram
-		default:
-			c.s.fromPeer(a, p, n, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()))
+		if c.rerr != nil && !errors.Is(c.rerr, syscall.ECONNREFUSED) {
+			return 0, nil, c.rerr
+		}
+	}
+}
+
+// readable drains the socket (called by the runtime when it is readable); false means "wait
+// for more".
+func (c *relayConn) readable(fd uintptr) bool {
+	s := c.s
+	for {
+		pr := s.readers.get()
+		n, err := pr.r.TryRead(fd, pr.in)
+		if err != nil {
+			s.readers.put(pr)
+			if errors.Is(err, syscall.EAGAIN) {
+				return false
+			}
+			c.rerr = err
+			return true
+		}
+		if a := c.alloc.Load(); a != nil {
+			s.deliverFromPeers(a, pr, n)
+		} else {
+			s.m.droppedByName[dropNoAllocation].Add(float64(n))
+		}
+		s.readers.put(pr)
+		if n < len(pr.in.Bufs) {
+			return false // drained
 		}
 	}
 }
@@ -199,8 +222,14 @@ func (g relayGen) AllocatePacketConn(c turn.AllocateListenerConfig) (net.PacketC
 		if err != nil {
 			continue // in use by someone else: try another port
 		}
-		rc := &relayConn{s: g.s, sock: sock,
+		raw, err := sock.SyscallConn()
+		if err != nil {
+			_ = sock.Close()
+			return nil, nil, fmt.Errorf("relay: %w", err)
+		}
+		rc := &relayConn{s: g.s, sock: sock, rc: raw, v6: c.Network == "udp6",
 			bind: netip.AddrPortFrom(bind, port), public: netip.AddrPortFrom(pub, port)}
+		rc.onRead = rc.readable
 		if !slots[port-t.min].CompareAndSwap(nil, rc) {
 			_ = sock.Close()
 			continue
@@ -232,22 +261,33 @@ func (g relayGen) AllocateListener(c turn.AllocateListenerConfig) (net.Listener,
 	if err != nil {
 		return nil, nil, err
 	}
+	t := g.s.relays
 	lc := net.ListenConfig{Control: reuseControl}
 	for port := range g.ports(c.RequestedPort) {
-		ln, err := lc.Listen(context.Background(), c.Network,
-			netip.AddrPortFrom(bind, port).String())
-		if err != nil {
+		public := netip.AddrPortFrom(pub, port)
+		// SO_REUSEPORT (for Connect's outgoing connections) would let a second listener
+		// share a port with a live one, and the kernel would hand its peers to either:
+		// reserve the port in the table first.
+		tl := &tcpRelayListener{s: g.s, bind: netip.AddrPortFrom(bind, port), public: public}
+		t.tcpMu.Lock()
+		if _, taken := t.tcp[public]; taken {
+			t.tcpMu.Unlock()
 			continue
 		}
-		tl := &tcpRelayListener{Listener: ln, s: g.s,
-			bind: netip.AddrPortFrom(bind, port), public: netip.AddrPortFrom(pub, port)}
-		g.s.relays.tcpMu.Lock()
-		g.s.relays.tcp[tl.public] = tl
-		g.s.relays.tcpMu.Unlock()
+		t.tcp[public] = tl
+		t.tcpMu.Unlock()
+		ln, err := lc.Listen(context.Background(), c.Network, tl.bind.String())
+		if err != nil {
+			t.tcpMu.Lock()
+			delete(t.tcp, public)
+			t.tcpMu.Unlock()
+			continue
+		}
+		tl.Listener = ln
 		g.s.relayOpened()
-		return tl, net.TCPAddrFromAddrPort(tl.public), nil
+		return tl, net.TCPAddrFromAddrPort(public), nil
 	}
-	return nil, nil, fmt.Errorf("relay: no free TCP relay port in %d-%d", g.s.relays.min, g.s.relays.max)
+	return nil, nil, fmt.Errorf("relay: no free TCP relay port in %d-%d", t.min, t.max)
 }
 
 // connectTimeout is the RFC 6062 §5.2 minimum for Connect.
@@ -308,7 +348,9 @@ func (l *tcpRelayListener) Close() error {
 	l.once.Do(func() {
 		err = l.Listener.Close()
 		l.s.relays.tcpMu.Lock()
-		delete(l.s.relays.tcp, l.public)
+		if l.s.relays.tcp[l.public] == l {
+			delete(l.s.relays.tcp, l.public)
+		}
 		l.s.relays.tcpMu.Unlock()
 		l.s.relayClosed()
 	})

@@ -22,12 +22,15 @@ import (
 
 // Defaults for Config's zero values.
 const (
-	DefaultAllocationLifetime = 10 * time.Minute // RFC 8656 §7.2 (LIFETIME absent)
-	DefaultPermissionLifetime = 5 * time.Minute  // RFC 8656 §9
-	DefaultChannelLifetime    = 10 * time.Minute // RFC 8656 §12
-	DefaultMaxAllocationAge   = 12 * time.Hour
-	DefaultUnauthRate         = 20 // unauthenticated responses per second per source IP
-	DefaultUnauthBurst        = 40
+	DefaultAllocationLifetime  = 10 * time.Minute // RFC 8656 §7.2 (LIFETIME absent)
+	DefaultPermissionLifetime  = 5 * time.Minute  // RFC 8656 §9
+	DefaultChannelLifetime     = 10 * time.Minute // RFC 8656 §12
+	DefaultMaxAllocationAge    = 12 * time.Hour
+	DefaultMaxPermissions      = 64 // a call needs a handful: the peer's candidates
+	DefaultMaxConnectionsPerIP = 256
+	DefaultMaxConnections      = 16384
+	DefaultUnauthRate          = 20 // unauthenticated responses per second per source IP
+	DefaultUnauthBurst         = 40
 	// inboundMTU is pion's per-read buffer: the largest control message Ferry hands to pion,
 	// and the largest peer datagram relayed is this minus 51 bytes of header room.
 	inboundMTU = 1600
@@ -82,6 +85,16 @@ type Config struct {
 	// MaxAllocationAge ends every allocation at this age; credentials that expire during a
 	// call are honoured until then. Zero means DefaultMaxAllocationAge.
 	MaxAllocationAge time.Duration
+	// MaxPermissions caps the peer IP addresses one allocation may hold permissions for;
+	// CreatePermission beyond gets 508 (RFC 8656 §9.2). Zero means DefaultMaxPermissions.
+	MaxPermissions int
+	// IdleTimeout closes a TCP/TLS connection that has no allocation this long after it
+	// opened (or its allocation ended), however slowly it trickles bytes. Zero means 60 s.
+	IdleTimeout time.Duration
+	// MaxConnectionsPerIP and MaxConnections cap TCP/TLS connections (pending TLS handshakes
+	// included) per source IP and in total; beyond, new connections are closed at once.
+	// Zero means the defaults; negative means no cap.
+	MaxConnectionsPerIP, MaxConnections int
 	// MaxAllocations caps concurrent allocations (0: no cap); MaxAllocationsPerUser caps
 	// them per user id (0: no cap). Excess Allocate requests get 486 (RFC 8656 §7.2).
 	MaxAllocations, MaxAllocationsPerUser int
@@ -117,6 +130,8 @@ type Server struct {
 	m            *relayMetrics
 	events       EventSink
 	unauth       *unauthLimiter
+	conns        *connLimits
+	quotas       quotaReservations
 	pion         *turn.Server
 
 	udp     []*udpListener
@@ -125,6 +140,9 @@ type Server struct {
 	streams streamTable
 	allocs  allocTable
 	keys    keyCache
+	nonces  nonceCache
+	readers peerReaders // buffers lent to relay sockets while they have data
+	outs    sync.Pool   // *outbox for stream connections
 
 	wg        sync.WaitGroup
 	stop      chan struct{}
@@ -171,6 +189,16 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.ChannelLifetime, DefaultChannelLifetime)
 	setDefault(&cfg.MaxAllocationAge, DefaultMaxAllocationAge)
 	setDefault(&cfg.SweepInterval, 10*time.Second)
+	setDefault(&cfg.IdleTimeout, 60*time.Second)
+	if cfg.MaxPermissions == 0 {
+		cfg.MaxPermissions = DefaultMaxPermissions
+	}
+	if cfg.MaxConnectionsPerIP == 0 {
+		cfg.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
+	if cfg.MaxConnections == 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
 	if cfg.UnauthRate == 0 {
 		cfg.UnauthRate = DefaultUnauthRate
 	}
@@ -184,6 +212,7 @@ func New(cfg Config) (*Server, error) {
 		auth:   cfg.Auth,
 		events: cfg.Events,
 		unauth: newUnauthLimiter(cfg.UnauthRate, cfg.UnauthBurst),
+		conns:  newConnLimits(cfg.MaxConnectionsPerIP, cfg.MaxConnections),
 		stop:   make(chan struct{}),
 	}
 	s.relayZero = sync.NewCond(&s.relayMu)
@@ -203,6 +232,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	m, err := newRelayMetrics(reg, !cfg.NoPacketMetrics)
 	if err != nil {
+		return nil, fmt.Errorf("relay: metrics: %w", err)
+	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ferry_turn_connections_active",
+		Help: "TCP/TLS client connections open now (pending TLS handshakes included).",
+	}, func() float64 { return float64(s.conns.active()) })); err != nil {
 		return nil, fmt.Errorf("relay: metrics: %w", err)
 	}
 	m.limit.WithLabelValues("total").Set(float64(cfg.MaxAllocations))
@@ -276,8 +311,10 @@ func New(cfg Config) (*Server, error) {
 		},
 	}
 	for _, l := range s.udp {
-		pc.PacketConnConfigs = append(pc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn: udpControl{l}, RelayAddressGenerator: gen, PermissionHandler: s.permit})
+		for i := range l.ctrls {
+			pc.PacketConnConfigs = append(pc.PacketConnConfigs, turn.PacketConnConfig{
+				PacketConn: udpControl{l, i}, RelayAddressGenerator: gen, PermissionHandler: s.permit})
+		}
 	}
 	for _, l := range s.stream {
 		pc.ListenerConfigs = append(pc.ListenerConfigs, turn.ListenerConfig{
@@ -511,18 +548,21 @@ func (s *Server) permit(_ net.Addr, peer net.IP) bool {
 	return allowed
 }
 
-// quota is pion's QuotaHandler (RFC 8656 §7.2 step 7: 486 Allocation Quota Reached).
+// quota is pion's QuotaHandler (RFC 8656 §7.2 step 7: 486 Allocation Quota Reached). A
+// request that passes reserves its place until the allocation appears.
 func (s *Server) quota(username, _ string, _ net.Addr) bool {
 	id, _ := s.auth.Lookup(username)
 	total, user := s.allocs.counts(id.UserID)
+	rt, ru := s.quotas.counts(id.UserID, s.now())
 	switch {
-	case s.cfg.MaxAllocations > 0 && total >= s.cfg.MaxAllocations:
+	case s.cfg.MaxAllocations > 0 && total+rt >= s.cfg.MaxAllocations:
 		s.m.quota.WithLabelValues("total").Inc()
 		return false
-	case s.cfg.MaxAllocationsPerUser > 0 && user >= s.cfg.MaxAllocationsPerUser:
+	case s.cfg.MaxAllocationsPerUser > 0 && user+ru >= s.cfg.MaxAllocationsPerUser:
 		s.m.quota.WithLabelValues("user").Inc()
 		return false
 	}
+	s.quotas.reserve(id.UserID, s.now())
 	return true
 }
 
@@ -546,7 +586,7 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, realm strin
 			s.log.Error("allocation on an unknown UDP listener")
 			return
 		}
-		a.transport, a.udpSock = UDP, l.socks[0]
+		a.transport, a.udpOut = UDP, l.socks[0]
 	} else {
 		key.stream = true
 		sc := s.streams.get(key)
@@ -555,7 +595,10 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, realm strin
 			return
 		}
 		a.transport, a.stream = sc.l.transport, sc.Conn
-		defer sc.alloc.Store(a)
+		defer func() {
+			sc.alloc.Store(a)
+			sc.allocationChanged(true)
+		}()
 	}
 	if _, isUDP := relayAddr.(*net.UDPAddr); isUDP {
 		a.relay = s.relays.byPort(public.Addr(), public.Port())
@@ -571,6 +614,7 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, realm strin
 		a.packetsC[d] = s.m.packetsC[a.transport][d]
 	}
 	s.allocs.add(key, a)
+	s.quotas.consume(a.userID)
 	if a.transport == UDP {
 		s.udpByIP[server].allocs.put(client, a)
 	}
@@ -599,8 +643,8 @@ func (s *Server) onAllocationDeleted(src, dst net.Addr, _, _, _ string) {
 		if l := s.udpByIP[server]; l != nil {
 			l.allocs.del(client, a)
 		}
-	} else if sc := s.streams.get(key); sc != nil {
-		sc.alloc.CompareAndSwap(a, nil)
+	} else if sc := s.streams.get(key); sc != nil && sc.alloc.CompareAndSwap(a, nil) {
+		sc.allocationChanged(false)
 	}
 	reason := EndExpired
 	if r := a.endReason.Load(); r != nil {

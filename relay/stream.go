@@ -13,9 +13,9 @@ import (
 )
 
 // streamListener serves TURN over TCP or TLS on one listening socket. It accepts (and for TLS
-// handshakes) connections itself, wraps each in a streamConn that frames the stream, relays
-// ChannelData and Send indications and inspects control messages, and hands the wrapped
-// connection to pion through Accept.
+// handshakes) connections itself, within per-source and total connection caps, wraps each in
+// a streamConn that frames the stream, relays ChannelData and Send indications and inspects
+// control messages, and hands the wrapped connection to pion through Accept.
 type streamListener struct {
 	s         *Server
 	ln        net.Listener
@@ -23,22 +23,25 @@ type streamListener struct {
 	transport Transport
 	accepted  chan net.Conn
 	done      chan struct{}
+	ctx       context.Context // canceled on Close: pending TLS handshakes end
+	cancel    context.CancelFunc
 	once      sync.Once
 	handshake chan struct{} // bounds concurrent TLS handshakes
+	lastWarn  time.Time
 }
 
 const (
 	// tlsHandshakeTimeout bounds a TLS handshake.
 	tlsHandshakeTimeout = 10 * time.Second
-	// maxPendingHandshakes bounds concurrent TLS handshakes per listener.
-	maxPendingHandshakes = 256
-	// idleTimeout closes a TCP/TLS connection that carries no allocation and sends nothing.
-	idleTimeout = 60 * time.Second
+	// maxPendingHandshakes bounds concurrent TLS handshakes per listener; one source may hold
+	// at most a connection cap's share of them (see connLimits).
+	maxPendingHandshakes = 1024
 )
 
 func newStreamListener(s *Server, ln net.Listener, t Transport, conf *tls.Config) *streamListener {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &streamListener{s: s, ln: ln, tlsConf: conf, transport: t,
-		accepted: make(chan net.Conn), done: make(chan struct{}),
+		accepted: make(chan net.Conn), done: make(chan struct{}), ctx: ctx, cancel: cancel,
 		handshake: make(chan struct{}, maxPendingHandshakes)}
 }
 
@@ -51,8 +54,12 @@ func (l *streamListener) acceptLoop(wg *sync.WaitGroup) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			// Out of file descriptors and the like: wait a little rather than spin.
-			l.s.log.Warn("accept failed", "transport", l.transport.String(), "err", err)
+			// Out of file descriptors and the like: wait a little rather than spin, and say
+			// so once a minute, not on every attempt.
+			if now := time.Now(); now.Sub(l.lastWarn) > time.Minute {
+				l.lastWarn = now
+				l.s.log.Warn("accept failed; retrying", "transport", l.transport.String(), "err", errors.Unwrap(err))
+			}
 			select {
 			case <-time.After(100 * time.Millisecond):
 				continue
@@ -60,34 +67,45 @@ func (l *streamListener) acceptLoop(wg *sync.WaitGroup) {
 				return
 			}
 		}
+		remote, _ := addrPortOf(c.RemoteAddr())
+		if reason := l.s.conns.acquire(remote.Addr()); reason != "" {
+			l.s.m.connsRefused.WithLabelValues(reason).Inc()
+			_ = c.Close()
+			continue
+		}
+		release := func() { l.s.conns.release(remote.Addr()) }
 		if l.tlsConf == nil {
-			l.deliver(c)
+			l.deliver(c, release)
 			continue
 		}
 		select {
 		case l.handshake <- struct{}{}:
 		default:
-			_ = c.Close() // handshake flood: shed load instead of queueing
+			l.s.m.connsRefused.WithLabelValues("handshakes").Inc()
+			release()
+			_ = c.Close()
 			continue
 		}
 		wg.Go(func() {
 			defer func() { <-l.handshake }()
 			tc := tls.Server(c, l.tlsConf)
-			ctx, cancel := context.WithTimeout(context.Background(), tlsHandshakeTimeout)
+			ctx, cancel := context.WithTimeout(l.ctx, tlsHandshakeTimeout)
 			err := tc.HandshakeContext(ctx)
 			cancel()
 			if err != nil {
+				release()
 				_ = c.Close()
 				return
 			}
-			l.deliver(tc)
+			l.deliver(tc, release)
 		})
 	}
 }
 
-func (l *streamListener) deliver(c net.Conn) {
-	sc, err := l.s.newStreamConn(l, c)
+func (l *streamListener) deliver(c net.Conn, release func()) {
+	sc, err := l.s.newStreamConn(l, c, release)
 	if err != nil {
+		release()
 		_ = c.Close()
 		return
 	}
@@ -112,6 +130,7 @@ func (l *streamListener) Close() error {
 	var err error
 	l.once.Do(func() {
 		close(l.done)
+		l.cancel()
 		err = l.ln.Close()
 	})
 	return err
@@ -132,10 +151,12 @@ type streamConn struct {
 	buf    []byte
 	r, w   int
 	alloc  atomic.Pointer[alloc]
-	// raw: an RFC 6062 data connection after ConnectionBind; bytes pass through untouched.
-	raw      atomic.Bool
-	deadline bool // an idle read deadline is set
-	once     sync.Once
+	// raw: an RFC 6062 data connection after a successful ConnectionBind; bytes pass through
+	// untouched. bindPending: a ConnectionBind went to pion and its answer is not out yet.
+	raw         atomic.Bool
+	bindPending atomic.Bool
+	release     func() // returns the connection's slot in the connection caps
+	once        sync.Once
 }
 
 const (
@@ -144,19 +165,36 @@ const (
 	maxStreamFrame = channelHdrLen + 65536
 )
 
-func (s *Server) newStreamConn(l *streamListener, c net.Conn) (*streamConn, error) {
+func (s *Server) newStreamConn(l *streamListener, c net.Conn, release func()) (*streamConn, error) {
 	local, ok1 := addrPortOf(c.LocalAddr())
 	remote, ok2 := addrPortOf(c.RemoteAddr())
 	if !ok1 || !ok2 {
 		return nil, errors.New("relay: stream connection without TCP addresses")
 	}
-	sc := &streamConn{Conn: c, l: l, local: local, remote: remote,
+	sc := &streamConn{Conn: c, l: l, local: local, remote: remote, release: release,
 		key: tupleKey{stream: true, server: local, client: remote}, buf: make([]byte, streamBufLen)}
+	// Without an allocation the connection has IdleTimeout to live, however it trickles.
+	_ = c.SetReadDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	s.streams.add(sc)
 	return sc, nil
 }
 
-// Read returns the next control message for pion.
+// allocationChanged sets the read deadline for the connection's new state: none while it
+// holds an allocation (the allocation's lifetime governs), IdleTimeout from now without one.
+// Setting a deadline also ends a Read already blocked.
+func (c *streamConn) allocationChanged(has bool) {
+	if c.raw.Load() {
+		return
+	}
+	if has {
+		_ = c.Conn.SetReadDeadline(time.Time{})
+	} else {
+		_ = c.Conn.SetReadDeadline(time.Now().Add(c.l.s.cfg.IdleTimeout))
+	}
+}
+
+// Read returns the next control message for pion. Data frames found on the way are relayed
+// in batches; the batch is sent before Read blocks or returns.
 func (c *streamConn) Read(p []byte) (int, error) {
 	if c.raw.Load() {
 		if c.r < c.w { // bytes that arrived right behind the ConnectionBind
@@ -167,10 +205,20 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		return c.Conn.Read(p)
 	}
 	s := c.l.s
+	var ob *outbox
+	flush := func() {
+		if ob != nil {
+			ob.flush(s)
+			s.outs.Put(ob)
+			ob = nil
+		}
+	}
+	defer flush()
 	for {
 		kind, size, plen := nextFrame(c.buf[c.r:c.w], true)
 		switch kind {
 		case frameIncomplete:
+			flush()
 			if err := c.fill(size); err != nil {
 				return 0, err
 			}
@@ -180,24 +228,28 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			return 0, errors.New("relay: stream is not STUN or ChannelData") // pion closes it
 		}
 		frame := c.buf[c.r : c.r+size]
-		c.r += size
-		if kind == frameChannelData {
-			if a := c.alloc.Load(); a != nil {
-				s.relayChannelData(a, be16(frame), frame[channelHdrLen:channelHdrLen+plen])
-			} else {
+		isData := kind == frameChannelData || be16(frame) == typeSendIndication
+		if isData {
+			a := c.alloc.Load()
+			if a == nil {
+				c.r += size
 				s.m.drop(dropNoAllocation)
+				continue
+			}
+			if ob == nil {
+				ob = s.outbox()
+			}
+			c.r += size
+			if kind == frameChannelData {
+				s.relayChannelData(a, be16(frame), frame[channelHdrLen:channelHdrLen+plen], ob)
+			} else {
+				s.relaySendIndication(a, frame, ob)
 			}
 			continue
 		}
-		switch be16(frame) {
-		case typeSendIndication:
-			if a := c.alloc.Load(); a != nil {
-				s.relaySendIndication(a, frame)
-			} else {
-				s.m.drop(dropNoAllocation)
-			}
-			continue
-		case typeBindingRequest:
+		flush() // keep data and control in order
+		c.r += size
+		if be16(frame) == typeBindingRequest {
 			s.answerBinding(frame, c.l.transport, c.remote, c.write)
 			continue
 		}
@@ -209,15 +261,15 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			continue
 		}
 		if be16(frame) == typeConnectionBindRequest && s.cfg.TCPAllocations {
-			// RFC 6062 §5.4: after ConnectionBind this connection carries raw peer data.
-			c.raw.Store(true)
+			c.bindPending.Store(true) // raw mode starts only if pion says yes (see Write)
 		}
 		return copy(p, frame), nil
 	}
 }
 
 // fill reads more bytes so that at least one frame can be parsed. The buffer grows up to
-// maxStreamFrame for large frames and shrinks back to streamBufLen afterwards.
+// maxStreamFrame for large frames and shrinks back to streamBufLen afterwards. Frames still
+// queued in an outbox point into the buffer, so the caller flushes before filling.
 func (c *streamConn) fill(_ int) error {
 	if c.r == c.w {
 		c.r, c.w = 0, 0
@@ -239,7 +291,6 @@ func (c *streamConn) fill(_ int) error {
 			c.buf = nb
 		}
 	}
-	c.idleDeadline()
 	n, err := c.Conn.Read(c.buf[c.w:])
 	c.w += n
 	if err != nil && n == 0 {
@@ -249,20 +300,6 @@ func (c *streamConn) fill(_ int) error {
 		return err
 	}
 	return nil
-}
-
-// idleDeadline keeps a read deadline on connections without an allocation, so that idle
-// connections do not hold a goroutine forever; allocations have lifetimes of their own.
-func (c *streamConn) idleDeadline() {
-	want := c.alloc.Load() == nil
-	switch {
-	case want:
-		_ = c.Conn.SetReadDeadline(time.Now().Add(idleTimeout))
-		c.deadline = true
-	case c.deadline:
-		_ = c.Conn.SetReadDeadline(time.Time{})
-		c.deadline = false
-	}
 }
 
 func isTimeout(err error) bool {
@@ -276,10 +313,15 @@ func (c *streamConn) write(b []byte) error {
 }
 
 // Write is pion's path to the client: control responses (counted), or peer data on an
-// RFC 6062 data connection.
+// RFC 6062 data connection. A ConnectionBind success response switches the connection to raw
+// mode (RFC 6062 §5.4): from then on it carries the peer's bytes, without a deadline.
 func (c *streamConn) Write(b []byte) (int, error) {
 	if !c.raw.Load() {
 		c.l.s.observeResponse(b)
+		if len(b) >= 2 && be16(b) == typeConnectionBindSuccess && c.bindPending.Swap(false) {
+			c.raw.Store(true)
+			_ = c.Conn.SetReadDeadline(time.Time{})
+		}
 	}
 	return c.Conn.Write(b)
 }
@@ -289,6 +331,7 @@ func (c *streamConn) Close() error {
 	c.once.Do(func() {
 		c.l.s.streams.remove(c)
 		err = c.Conn.Close()
+		c.release()
 	})
 	return err
 }

@@ -2,22 +2,30 @@ package relay
 
 import (
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/ferryrelay/ferry/internal/mmsg"
 )
 
 // udpListener serves one UDP listen address, possibly through several SO_REUSEPORT sockets.
 // Its readers relay ChannelData and Send indications and answer Binding requests themselves;
-// every other message goes through a bounded queue to pion's read loop (udpControl).
+// every other message goes through a bounded queue to one of pion's read loops (udpControl).
+// pion handles one listener's control messages on one goroutine, so Ferry gives it one
+// control connection per CPU for the same address and routes each client IP to a fixed one.
 type udpListener struct {
 	s      *Server
-	socks  []*net.UDPConn
+	socks  []*udpSocket
 	local  netip.AddrPort
 	allocs shardedAllocs
-	ctrl   chan ctrlPacket
+	ctrls  []chan ctrlPacket // one per control shard
+	seed   maphash.Seed
 	done   chan struct{}
 	once   sync.Once
 }
@@ -30,16 +38,41 @@ type ctrlPacket struct {
 // controlQueueLen bounds the messages waiting for pion's read loop per UDP listener.
 const controlQueueLen = 1024
 
-func newUDPListener(s *Server, socks []*net.UDPConn) (*udpListener, error) {
-	if len(socks) == 0 {
+// udpSocket is a UDP socket with its raw handle for batched I/O.
+type udpSocket struct {
+	*net.UDPConn
+	rc syscall.RawConn
+	v6 bool // AF_INET6: IPv4 destinations are written as IPv4-mapped
+}
+
+func newUDPSocket(c *net.UDPConn) (*udpSocket, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	return &udpSocket{UDPConn: c, rc: rc, v6: mmsg.IsV6(c)}, nil
+}
+
+func newUDPListener(s *Server, conns []*net.UDPConn) (*udpListener, error) {
+	if len(conns) == 0 {
 		return nil, errors.New("relay: UDP listener without sockets")
 	}
-	ap, ok := addrPortOf(socks[0].LocalAddr())
+	ap, ok := addrPortOf(conns[0].LocalAddr())
 	if !ok {
 		return nil, errors.New("relay: UDP socket without UDP address")
 	}
-	return &udpListener{s: s, socks: socks, local: ap,
-		ctrl: make(chan ctrlPacket, controlQueueLen), done: make(chan struct{})}, nil
+	l := &udpListener{s: s, local: ap, done: make(chan struct{}), seed: maphash.MakeSeed()}
+	for range controlShards() {
+		l.ctrls = append(l.ctrls, make(chan ctrlPacket, controlQueueLen))
+	}
+	for _, c := range conns {
+		us, err := newUDPSocket(c)
+		if err != nil {
+			return nil, err
+		}
+		l.socks = append(l.socks, us)
+	}
+	return l, nil
 }
 
 func (l *udpListener) start(wg *sync.WaitGroup) {
@@ -51,23 +84,36 @@ func (l *udpListener) start(wg *sync.WaitGroup) {
 // maxDatagram is the largest UDP payload.
 const maxDatagram = 65535
 
-func (l *udpListener) read(sock *net.UDPConn) {
-	buf := make([]byte, maxDatagram)
+// clientBuf is the room for one client datagram; a longer one is dropped as too_large (TURN
+// messages and media from browsers are far smaller).
+const clientBuf = 4096
+
+// read reads client datagrams in batches (recvmmsg) and relays their data grouped by
+// allocation (sendmmsg).
+func (l *udpListener) read(sock *udpSocket) {
+	r, in, ob := mmsg.NewReader(), mmsg.NewBatch(batchSize, clientBuf), newOutbox()
 	for {
-		n, src, err := sock.ReadFromUDPAddrPort(buf)
+		n, err := r.Read(sock.rc, in)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue // e.g. a transient ICMP-induced error; the socket is still usable
 		}
-		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		l.handle(sock, buf[:n], src)
+		for i := 0; i < n; i++ {
+			if in.Trunc[i] {
+				l.s.m.drop(dropTooLarge)
+				continue
+			}
+			l.handle(sock, in.Bufs[i][:in.Lens[i]], in.Addrs[i], ob)
+		}
+		ob.flush(l.s)
 	}
 }
 
-// handle dispatches one datagram from a client (RFC 7983 demultiplexing).
-func (l *udpListener) handle(sock *net.UDPConn, pkt []byte, src netip.AddrPort) {
+// handle dispatches one datagram from a client (RFC 7983 demultiplexing). Data for peers
+// goes into ob; the caller flushes it.
+func (l *udpListener) handle(sock *udpSocket, pkt []byte, src netip.AddrPort, ob *outbox) {
 	s := l.s
 	kind, size, plen := nextFrame(pkt, false)
 	switch kind {
@@ -77,7 +123,7 @@ func (l *udpListener) handle(sock *net.UDPConn, pkt []byte, src netip.AddrPort) 
 			s.m.drop(dropNoAllocation)
 			return
 		}
-		s.relayChannelData(a, be16(pkt), pkt[channelHdrLen:channelHdrLen+plen])
+		s.relayChannelData(a, be16(pkt), pkt[channelHdrLen:channelHdrLen+plen], ob)
 	case frameSTUN:
 		if size != len(pkt) {
 			s.m.drop(dropMalformed) // a datagram carries exactly one STUN message
@@ -90,7 +136,7 @@ func (l *udpListener) handle(sock *net.UDPConn, pkt []byte, src netip.AddrPort) 
 				s.m.drop(dropNoAllocation)
 				return
 			}
-			s.relaySendIndication(a, pkt)
+			s.relaySendIndication(a, pkt, ob)
 		case typeBindingRequest:
 			s.answerBinding(pkt, UDP, src, func(b []byte) error {
 				_, err := sock.WriteToUDPAddrPort(b, src)
@@ -98,7 +144,7 @@ func (l *udpListener) handle(sock *net.UDPConn, pkt []byte, src netip.AddrPort) 
 			})
 		default:
 			select {
-			case l.ctrl <- ctrlPacket{data: append([]byte(nil), pkt...), src: src}:
+			case l.ctrls[l.shard(src)] <- ctrlPacket{data: append([]byte(nil), pkt...), src: src}:
 			default:
 				s.m.drop(dropQueueFull)
 			}
@@ -119,16 +165,31 @@ func (l *udpListener) close() error {
 	return errors.Join(errs...)
 }
 
-// udpControl is the net.PacketConn pion reads: control messages of one UDP listener, after
-// Ferry's inspection, and its responses written back through the listener's socket.
-type udpControl struct{ l *udpListener }
+// controlShards is the number of pion control loops per UDP listener.
+func controlShards() int { return min(runtime.GOMAXPROCS(0), 8) }
+
+// shard picks the control loop of a client. By IP, not port: a client's related
+// allocations (EVEN-PORT reservations) then meet in one pion allocation manager.
+func (l *udpListener) shard(src netip.AddrPort) int {
+	if len(l.ctrls) == 1 {
+		return 0
+	}
+	return int(maphash.Comparable(l.seed, src.Addr()) % uint64(len(l.ctrls)))
+}
+
+// udpControl is a net.PacketConn pion reads: the control messages of one shard of a UDP
+// listener, after Ferry's inspection, and its responses written back through the listener.
+type udpControl struct {
+	l     *udpListener
+	shard int
+}
 
 func (c udpControl) ReadFrom(p []byte) (int, net.Addr, error) {
 	l := c.l
 	for {
 		var pkt ctrlPacket
 		select {
-		case pkt = <-l.ctrl:
+		case pkt = <-l.ctrls[c.shard]:
 		case <-l.done:
 			return 0, nil, net.ErrClosed
 		}

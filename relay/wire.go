@@ -24,6 +24,7 @@ const (
 	typeSendIndication        = 0x0016
 	typeDataIndication        = 0x0017
 	typeConnectionBindRequest = 0x000B
+	typeConnectionBindSuccess = 0x010B
 
 	// RFC 8656 §12: channel numbers a ChannelBind may install.
 	minChannel = 0x4000
