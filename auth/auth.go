@@ -130,6 +130,9 @@ func New(cfg Config) (*Authenticator, error) {
 // CanIssue reports whether REST credentials can be issued (at least one secret is configured).
 func (a *Authenticator) CanIssue() bool { return len(a.secrets) > 0 }
 
+// SeveralSecrets reports whether more than one REST secret verifies (during a rotation).
+func (a *Authenticator) SeveralSecrets() bool { return len(a.secrets) > 1 }
+
 // MaxTTL returns the longest lifetime Issue hands out.
 func (a *Authenticator) MaxTTL() time.Duration { return a.maxTTL }
 
@@ -213,6 +216,9 @@ func (a *Authenticator) Lookup(username string) (Identity, error) {
 	expiry, userID, err := ParseRESTUsername(username)
 	if err != nil {
 		return Identity{}, err
+	}
+	if err := ValidateUserID(userID); err != nil {
+		return Identity{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	now := a.now()
 	if expiry > now.Add(a.maxTTL+a.skew).Unix() {

@@ -87,6 +87,8 @@ func TestC13TimestampForms(t *testing.T) {
 		{":u", ErrMalformed},
 		{"", ErrMalformed},
 		{strconv.FormatInt(n+60, 10) + ".5:u", ErrMalformed},
+		{strconv.FormatInt(n+60, 10) + ":a\x00b", ErrMalformed}, // a user id Issue would refuse
+		{strconv.FormatInt(n+60, 10) + ":a\nb", ErrMalformed},
 	}
 	for _, c := range cases {
 		_, err := a.Lookup(c.username)

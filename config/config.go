@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	_ "embed"
 	"encoding/hex"
 	"errors"
@@ -126,7 +127,11 @@ type RelaySection struct {
 	TCPAllocations      bool          `mapstructure:"tcp_allocations" yaml:"tcp_allocations"`
 	StrictAddressFamily bool          `mapstructure:"strict_address_family" yaml:"strict_address_family"`
 	LegacyChannels      bool          `mapstructure:"legacy_channel_numbers" yaml:"legacy_channel_numbers"`
+	PacketMetrics       bool          `mapstructure:"packet_metrics" yaml:"packet_metrics"`
 	MaxAllocationAge    time.Duration `mapstructure:"max_allocation_age" yaml:"max_allocation_age"`
+	MaxPermissions      int           `mapstructure:"max_permissions" yaml:"max_permissions"`
+	MaxConnectionsPerIP int           `mapstructure:"max_connections_per_ip" yaml:"max_connections_per_ip"`
+	MaxConnections      int           `mapstructure:"max_connections" yaml:"max_connections"`
 	MaxAllocations      int           `mapstructure:"max_allocations" yaml:"max_allocations"`
 	MaxAllocationsUser  int           `mapstructure:"max_allocations_per_user" yaml:"max_allocations_per_user"`
 	UnauthRate          float64       `mapstructure:"unauth_rate" yaml:"unauth_rate"`
@@ -413,11 +418,23 @@ func (f *File) Validate() []error {
 	if len(f.TURN.TLSListen) > 0 && (f.TURN.TLSCertFile == "" || f.TURN.TLSKeyFile == "") {
 		add("turn.tls_listen needs turn.tls_cert_file and turn.tls_key_file")
 	}
-	for _, file := range []struct{ key, path string }{{"turn.tls_cert_file", f.TURN.TLSCertFile}, {"turn.tls_key_file", f.TURN.TLSKeyFile}} {
-		if file.path != "" {
-			if _, err := os.Stat(file.path); err != nil {
-				add("%s: %v", file.key, err)
+	p = append(p, checkKeyPair("turn", f.TURN.TLSCertFile, f.TURN.TLSKeyFile)...)
+	seen := map[string]string{}
+	for _, l := range []struct {
+		key, network string
+		list         []string
+	}{{"turn.udp_listen", "udp", f.TURN.UDPListen}, {"turn.tcp_listen", "tcp", f.TURN.TCPListen},
+		{"turn.tls_listen", "tcp", f.TURN.TLSListen}, {"http.listen", "tcp", []string{f.HTTP.Listen}},
+		{"admin.listen", "tcp", []string{f.Admin.Listen}}} {
+		for _, a := range l.list {
+			if a == "" || strings.HasSuffix(a, ":0") {
+				continue
 			}
+			k := l.network + " " + a
+			if other, dup := seen[k]; dup {
+				add("%s: %q is also in %s", l.key, a, other)
+			}
+			seen[k] = l.key
 		}
 	}
 
@@ -466,6 +483,12 @@ func (f *File) Validate() []error {
 	if f.Relay.MaxAllocations < 0 || f.Relay.MaxAllocationsUser < 0 {
 		add("relay: allocation caps cannot be negative")
 	}
+	if f.Relay.MaxPermissions < 1 || f.Relay.MaxPermissions > 4096 {
+		add("relay.max_permissions: must be 1-4096, got %d", f.Relay.MaxPermissions)
+	}
+	if f.Relay.MaxConnectionsPerIP < 1 || f.Relay.MaxConnections < 1 {
+		add("relay: max_connections_per_ip and max_connections must be positive")
+	}
 	if f.Relay.UnauthBurst < 0 {
 		add("relay.unauth_burst: cannot be negative")
 	}
@@ -486,13 +509,17 @@ func (f *File) Validate() []error {
 	}
 	names := map[string]bool{}
 	for i, u := range f.Auth.StaticUsers {
-		switch {
-		case u.Name == "" || u.Password == "":
+		if u.Name == "" || u.Password == "" {
 			add("auth.static_users[%d]: name and password are required", i)
-		case names[u.Name]:
+		}
+		if names[u.Name] {
 			add("auth.static_users[%d]: duplicate name", i)
-		case strings.Contains(u.Name, ":"):
+		}
+		if strings.Contains(u.Name, ":") {
 			add("auth.static_users[%d]: a static name cannot contain ':' (reserved for REST usernames)", i)
+		}
+		if strings.IndexFunc(u.Name, unicode.IsControl) >= 0 {
+			add("auth.static_users[%d]: the name contains a control character", i)
 		}
 		names[u.Name] = true
 	}
@@ -533,13 +560,7 @@ func (f *File) validateHTTP() []error {
 	if (h.TLSCertFile == "") != (h.TLSKeyFile == "") {
 		add("http: set both tls_cert_file and tls_key_file, or neither")
 	}
-	for _, file := range []struct{ key, path string }{{"http.tls_cert_file", h.TLSCertFile}, {"http.tls_key_file", h.TLSKeyFile}} {
-		if file.path != "" {
-			if _, err := os.Stat(file.path); err != nil {
-				add("%s: %v", file.key, err)
-			}
-		}
-	}
+	p = append(p, checkKeyPair("http", h.TLSCertFile, h.TLSKeyFile)...)
 	for _, s := range h.TrustedProxies {
 		if _, err := ParseCIDR(s); err != nil {
 			add("http.trusted_proxies: %q is not a CIDR or IP address", s)
@@ -585,6 +606,27 @@ func validOrigin(o string) bool {
 	u, err := url.Parse(o)
 	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" &&
 		u.Path == "" && u.RawQuery == "" && u.User == nil && !strings.Contains(o, "*")
+}
+
+// checkKeyPair loads a PEM certificate and key to find a missing file, a bad PEM or a key
+// that does not match, at start-up rather than at the first handshake.
+func checkKeyPair(section, cert, key string) []error {
+	if cert == "" || key == "" {
+		return nil
+	}
+	var p []error
+	for _, file := range []struct{ key, path string }{{section + ".tls_cert_file", cert}, {section + ".tls_key_file", key}} {
+		if _, err := os.Stat(file.path); err != nil {
+			p = append(p, fmt.Errorf("%s: %w", file.key, err))
+		}
+	}
+	if len(p) > 0 {
+		return p
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		p = append(p, fmt.Errorf("%s.tls_cert_file and tls_key_file: %w", section, err))
+	}
+	return p
 }
 
 func isIPv6(s string) bool {

@@ -168,3 +168,28 @@ func TestRetentionOver48hNeedsOptIn(t *testing.T) {
 		t.Fatalf("shorter retention: %v", err)
 	}
 }
+
+func TestTLSPairAndDuplicateListeners(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.pem")
+	os.WriteFile(junk, []byte("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n"), 0o600)
+	p := write(t, `
+turn:
+  udp_listen: ["0.0.0.0:3478", "0.0.0.0:3478"]
+  tls_listen: ["0.0.0.0:5349"]
+  tls_cert_file: `+junk+`
+  tls_key_file: `+junk+`
+http:
+  listen: "0.0.0.0:5349"
+`)
+	_, err := Load(Options{Path: p})
+	for _, want := range []string{
+		`turn.udp_listen: "0.0.0.0:3478" is also in turn.udp_listen`,
+		`http.listen: "0.0.0.0:5349" is also in turn.tls_listen`,
+		"turn.tls_cert_file and tls_key_file",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+}
