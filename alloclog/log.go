@@ -20,6 +20,8 @@ const (
 	DefaultQueueLen      = 16384
 	// maxBatch bounds the records written in one transaction.
 	maxBatch = 512
+	// lingerTime is how long the writer waits to fill a batch.
+	lingerTime = 20 * time.Millisecond
 )
 
 // Config configures a Log.
@@ -273,16 +275,22 @@ func (l *Log) run() {
 	for {
 		select {
 		case e := <-l.queue:
+			// Gather more for one transaction: a commit costs far more than a row, and the
+			// log can wait a few milliseconds.
 			batch = append(batch[:0], e)
+			linger := time.NewTimer(lingerTime)
 		fill:
-			for len(batch) < maxBatch {
+			for len(batch) < maxBatch && e.flush == nil {
 				select {
-				case e := <-l.queue:
+				case e = <-l.queue:
 					batch = append(batch, e)
-				default:
+				case <-linger.C:
+					break fill
+				case <-l.done:
 					break fill
 				}
 			}
+			linger.Stop()
 			l.write(batch)
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -44,6 +44,41 @@ type File struct {
 	API      APISection      `mapstructure:"api" yaml:"api"`
 	AllocLog AllocLogSection `mapstructure:"alloclog" yaml:"alloclog"`
 	Admin    AdminSection    `mapstructure:"admin" yaml:"admin"`
+	Runtime  RuntimeSection  `mapstructure:"runtime" yaml:"runtime"`
+}
+
+// RuntimeSection tunes the Go runtime's garbage collector.
+type RuntimeSection struct {
+	// GOGC is the GC target percentage (Go's GOGC); 0 keeps the environment's or Go's default
+	// (100). Lower trades CPU for memory.
+	GOGC int `mapstructure:"gogc" yaml:"gogc"`
+	// MemoryLimit is a soft memory limit for the Go runtime (Go's GOMEMLIMIT), e.g. "1GiB";
+	// "" keeps the environment's or none.
+	MemoryLimit string `mapstructure:"memory_limit" yaml:"memory_limit"`
+}
+
+// MemoryLimitBytes parses runtime.memory_limit ("512MiB", "2GiB", "1000000"), or returns -1
+// for "".
+func (r RuntimeSection) MemoryLimitBytes() (int64, error) {
+	s := strings.TrimSpace(r.MemoryLimit)
+	if s == "" {
+		return -1, nil
+	}
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = v, u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("runtime.memory_limit: %q is not a size like 512MiB or 2GiB", r.MemoryLimit)
+	}
+	return n * mult, nil
 }
 
 // AdminSection configures the admin listener: /metrics, /healthz, /readyz, /debug/pprof.
@@ -524,6 +559,12 @@ func (f *File) Validate() []error {
 		names[u.Name] = true
 	}
 	p = append(p, f.validateHTTP()...)
+	if f.Runtime.GOGC < 0 {
+		add("runtime.gogc: must be positive (or 0 for the default), got %d", f.Runtime.GOGC)
+	}
+	if _, err := f.Runtime.MemoryLimitBytes(); err != nil {
+		p = append(p, err)
+	}
 	if a := f.Admin.Listen; a != "" {
 		if err := checkListen(a); err != nil {
 			add("admin.listen: %q: %v", a, err)

@@ -193,3 +193,17 @@ http:
 		}
 	}
 }
+
+func TestRuntimeSettings(t *testing.T) {
+	for in, want := range map[string]int64{"": -1, "512MiB": 512 << 20, "2GiB": 2 << 30, "1000": 1000, "64KiB": 64 << 10} {
+		got, err := RuntimeSection{MemoryLimit: in}.MemoryLimitBytes()
+		if err != nil || got != want {
+			t.Errorf("%q: %d %v, want %d", in, got, err, want)
+		}
+	}
+	p := write(t, "runtime:\n  gogc: -5\n  memory_limit: lots\n")
+	_, err := Load(Options{Path: p})
+	if err == nil || !strings.Contains(err.Error(), "runtime.gogc") || !strings.Contains(err.Error(), "runtime.memory_limit") {
+		t.Fatalf("bad runtime settings: %v", err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -156,6 +157,12 @@ type server struct {
 // start opens the sockets and starts the relay. It logs ports, never addresses.
 func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, error) {
 	log := newLogger(f, logOut)
+	if f.Runtime.GOGC > 0 {
+		debug.SetGCPercent(f.Runtime.GOGC)
+	}
+	if limit, _ := f.Runtime.MemoryLimitBytes(); limit > 0 {
+		debug.SetMemoryLimit(limit)
+	}
 	secrets, path, generated, err := ensureSecret(f)
 	if err != nil {
 		return nil, err
