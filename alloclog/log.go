@@ -364,10 +364,14 @@ func (l *Log) writeTx(batch []event) error {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	// The transaction carries the timeout (database/sql rolls it back when ctx ends, and
+	// later statements fail). Statements run without a deadline of their own: with one,
+	// the SQLite driver starts a goroutine per statement to watch it, a third of a row's cost.
+	stmtCtx := context.WithoutCancel(ctx)
 	var start, perm, end, req *sql.Stmt
 	prep := func(s **sql.Stmt, q string) (*sql.Stmt, error) {
 		if *s == nil {
-			st, err := tx.PrepareContext(ctx, q)
+			st, err := tx.PrepareContext(stmtCtx, q)
 			if err != nil {
 				return nil, err
 			}
@@ -383,26 +387,26 @@ func (l *Log) writeTx(batch []event) error {
 			a := e.alloc
 			if st, err = prep(&start, `INSERT OR REPLACE INTO allocations (id, start_ms, transport, client_ip,
 				client_port, server, relayed, user_id, realm) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`); err == nil {
-				_, err = st.ExecContext(ctx, int64(a.ID), a.Start.UnixMilli(), a.Transport, canonIP(a.Client.Addr()),
+				_, err = st.ExecContext(stmtCtx, int64(a.ID), a.Start.UnixMilli(), a.Transport, canonIP(a.Client.Addr()),
 					int(a.Client.Port()), a.Server.String(), a.Relayed.String(), a.UserID, a.Realm)
 			}
 		case kindPermission:
 			if st, err = prep(&perm, `INSERT OR IGNORE INTO permissions (allocation_id, peer_ip, first_ms)
 				VALUES (?, ?, ?)`); err == nil {
-				_, err = st.ExecContext(ctx, int64(e.alloc.ID), canonIP(e.peer), e.at.UnixMilli())
+				_, err = st.ExecContext(stmtCtx, int64(e.alloc.ID), canonIP(e.peer), e.at.UnixMilli())
 			}
 		case kindEnd:
 			x := e.end
 			if st, err = prep(&end, `UPDATE allocations SET end_ms = ?, end_reason = ?, bytes_to_peer = ?,
 				packets_to_peer = ?, bytes_to_client = ?, packets_to_client = ? WHERE id = ?`); err == nil {
-				_, err = st.ExecContext(ctx, x.End.UnixMilli(), x.Reason, int64(x.BytesToPeer), int64(x.PacketsToPeer),
+				_, err = st.ExecContext(stmtCtx, x.End.UnixMilli(), x.Reason, int64(x.BytesToPeer), int64(x.PacketsToPeer),
 					int64(x.BytesToClient), int64(x.PacketsToClient), int64(x.ID))
 			}
 		case kindHTTP:
 			r := e.http
 			if st, err = prep(&req, `INSERT INTO http_requests (time_ms, client_ip, route, status, user_agent)
 				VALUES (?, ?, ?, ?, ?)`); err == nil {
-				_, err = st.ExecContext(ctx, r.Time.UnixMilli(), canonIP(r.ClientIP), r.Route, r.Status, r.UserAgent)
+				_, err = st.ExecContext(stmtCtx, r.Time.UnixMilli(), canonIP(r.ClientIP), r.Route, r.Status, r.UserAgent)
 			}
 		}
 		if err != nil {

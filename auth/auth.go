@@ -235,6 +235,19 @@ func (a *Authenticator) Lookup(username string) (Identity, error) {
 	return id, nil
 }
 
+// UserID returns the user id a username names, as Lookup would, without computing passwords:
+// the username itself for a static user, the part after the first ':' for a REST username,
+// "" when it is neither. For callers that already authenticated the request.
+func (a *Authenticator) UserID(username string) string {
+	if _, ok := a.static[username]; ok {
+		return username
+	}
+	if _, userID, err := ParseRESTUsername(username); err == nil && len(a.secrets) > 0 && ValidateUserID(userID) == nil {
+		return userID
+	}
+	return ""
+}
+
 // ParseRESTUsername splits "<expiry>:<user id>" at the first ':' (the user id may contain
 // more). A bare "<expiry>", as coturn's clients send without a user, has an empty user id.
 // The expiry must be canonical decimal Unix seconds: digits only, no sign, no leading zero,

@@ -225,3 +225,23 @@ func TestReasonLabels(t *testing.T) {
 		}
 	}
 }
+
+// UserID names the same user as Lookup (quotas and the allocation log count by it) without
+// the HMAC work.
+func TestUserIDMatchesLookup(t *testing.T) {
+	now := t0
+	a := newTestAuth(t, &now, "s1")
+	c, _ := a.Issue("dr:smith", time.Hour)
+	expired := strconv.FormatInt(t0.Unix()-10, 10) + ":late"
+	for _, u := range []string{c.Username, "legacy", expired, strconv.FormatInt(t0.Unix()+60, 10)} {
+		id, _ := a.Lookup(u)
+		if got := a.UserID(u); got != id.UserID {
+			t.Errorf("%q: UserID %q, Lookup %q", u, got, id.UserID)
+		}
+	}
+	for _, u := range []string{"nobody", "012:x", ""} {
+		if got := a.UserID(u); got != "" {
+			t.Errorf("%q: UserID %q, want none", u, got)
+		}
+	}
+}

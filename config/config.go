@@ -60,10 +60,16 @@ type RuntimeSection struct {
 // MemoryLimitBytes parses runtime.memory_limit ("512MiB", "2GiB", "1000000"), or returns -1
 // for "".
 func (r RuntimeSection) MemoryLimitBytes() (int64, error) {
-	s := strings.TrimSpace(r.MemoryLimit)
-	if s == "" {
+	if strings.TrimSpace(r.MemoryLimit) == "" {
 		return -1, nil
 	}
+	return parseSize("runtime.memory_limit", r.MemoryLimit)
+}
+
+// parseSize parses a byte size: a positive integer with an optional B, KiB, MiB, GiB or TiB
+// suffix ("512MiB", "4MiB", "1000000"). key names the setting in the error.
+func parseSize(key, in string) (int64, error) {
+	s := strings.TrimSpace(in)
 	mult := int64(1)
 	for _, u := range []struct {
 		suffix string
@@ -75,10 +81,41 @@ func (r RuntimeSection) MemoryLimitBytes() (int64, error) {
 		}
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("runtime.memory_limit: %q is not a size like 512MiB or 2GiB", r.MemoryLimit)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%s: %q is not a size like 512MiB or 2GiB", key, in)
 	}
 	return n * mult, nil
+}
+
+// maxSocketBuffer bounds turn.socket_buffer and relay.socket_buffer (the kernel takes an int
+// and doubles it).
+const maxSocketBuffer = 1 << 30
+
+// socketBuffer parses a socket buffer size; "" or "0" mean the kernel default (0).
+func socketBuffer(key, in string) (int, error) {
+	if s := strings.TrimSpace(in); s == "" || s == "0" {
+		return 0, nil
+	}
+	n, err := parseSize(key, in)
+	if err != nil {
+		return 0, err
+	}
+	if n > maxSocketBuffer {
+		return 0, fmt.Errorf("%s: %q is more than 1GiB", key, in)
+	}
+	return int(n), nil
+}
+
+// SocketBufferBytes parses turn.socket_buffer: bytes for each listener socket's receive and
+// send buffer, 0 for the kernel default.
+func (t TURNSection) SocketBufferBytes() (int, error) {
+	return socketBuffer("turn.socket_buffer", t.SocketBuffer)
+}
+
+// SocketBufferBytes parses relay.socket_buffer: bytes for each UDP relay socket's receive
+// and send buffer, 0 for the kernel default.
+func (r RelaySection) SocketBufferBytes() (int, error) {
+	return socketBuffer("relay.socket_buffer", r.SocketBuffer)
 }
 
 // AdminSection configures the admin listener: /metrics, /healthz, /readyz, /debug/pprof.
@@ -147,6 +184,12 @@ type TURNSection struct {
 	TLSListen   []string `mapstructure:"tls_listen" yaml:"tls_listen"`
 	TLSCertFile string   `mapstructure:"tls_cert_file" yaml:"tls_cert_file"`
 	TLSKeyFile  string   `mapstructure:"tls_key_file" yaml:"tls_key_file"`
+	// UDPSockets is the number of SO_REUSEPORT sockets per UDP listen address; 0 means one
+	// per CPU (GOMAXPROCS), at most 64.
+	UDPSockets int `mapstructure:"udp_sockets" yaml:"udp_sockets"`
+	// SocketBuffer sizes each listener socket's receive and send buffer ("4MiB"); "" or "0"
+	// keeps the kernel default.
+	SocketBuffer string `mapstructure:"socket_buffer" yaml:"socket_buffer"`
 }
 
 // RelaySection configures relayed transport addresses and the peer policy.
@@ -163,6 +206,7 @@ type RelaySection struct {
 	StrictAddressFamily bool          `mapstructure:"strict_address_family" yaml:"strict_address_family"`
 	LegacyChannels      bool          `mapstructure:"legacy_channel_numbers" yaml:"legacy_channel_numbers"`
 	PacketMetrics       bool          `mapstructure:"packet_metrics" yaml:"packet_metrics"`
+	SocketBuffer        string        `mapstructure:"socket_buffer" yaml:"socket_buffer"`
 	MaxAllocationAge    time.Duration `mapstructure:"max_allocation_age" yaml:"max_allocation_age"`
 	MaxPermissions      int           `mapstructure:"max_permissions" yaml:"max_permissions"`
 	MaxConnectionsPerIP int           `mapstructure:"max_connections_per_ip" yaml:"max_connections_per_ip"`
@@ -449,6 +493,15 @@ func (f *File) Validate() []error {
 	}
 	if len(f.TURN.UDPListen)+len(f.TURN.TCPListen)+len(f.TURN.TLSListen) == 0 {
 		add("turn: no listeners: set udp_listen, tcp_listen or tls_listen")
+	}
+	if n := f.TURN.UDPSockets; n < 0 || n > 64 {
+		add("turn.udp_sockets: %d is not 0 (one per CPU) to 64", n)
+	}
+	if _, err := f.TURN.SocketBufferBytes(); err != nil {
+		p = append(p, err)
+	}
+	if _, err := f.Relay.SocketBufferBytes(); err != nil {
+		p = append(p, err)
 	}
 	if len(f.TURN.TLSListen) > 0 && (f.TURN.TLSCertFile == "" || f.TURN.TLSKeyFile == "") {
 		add("turn.tls_listen needs turn.tls_cert_file and turn.tls_key_file")

@@ -207,3 +207,33 @@ func TestRuntimeSettings(t *testing.T) {
 		t.Fatalf("bad runtime settings: %v", err)
 	}
 }
+
+func TestSocketSettings(t *testing.T) {
+	f, err := Load(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.TURN.SocketBufferBytes(); err != nil || n != 4<<20 {
+		t.Errorf("default turn.socket_buffer: %d %v", n, err)
+	}
+	if n, err := f.Relay.SocketBufferBytes(); err != nil || n != 1<<20 {
+		t.Errorf("default relay.socket_buffer: %d %v", n, err)
+	}
+	// A bare 0 in YAML (an integer) means the kernel default.
+	f, err = Load(Options{Path: write(t, "turn:\n  socket_buffer: 0\n  udp_sockets: 2\nrelay:\n  socket_buffer: 256KiB\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := f.TURN.SocketBufferBytes(); n != 0 || f.TURN.UDPSockets != 2 {
+		t.Errorf("turn: buffer %d, sockets %d", n, f.TURN.UDPSockets)
+	}
+	if n, _ := f.Relay.SocketBufferBytes(); n != 256<<10 {
+		t.Errorf("relay.socket_buffer: %d", n)
+	}
+	_, err = Load(Options{Path: write(t, "turn:\n  socket_buffer: huge\n  udp_sockets: 65\nrelay:\n  socket_buffer: 2GiB\n")})
+	for _, want := range []string{"turn.socket_buffer", "turn.udp_sockets", "relay.socket_buffer"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+}

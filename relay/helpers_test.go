@@ -116,7 +116,7 @@ func newTestEnv(t testing.TB, mutate ...func(*Config)) *testEnv {
 		}
 	})
 	env.srv = srv
-	env.udp = uc.LocalAddr().(*net.UDPAddr)
+	env.udp = cfg.UDP[0][0].LocalAddr().(*net.UDPAddr)
 	env.tcp = tl.Addr().(*net.TCPAddr)
 	env.tls = tlsLn.Addr().(*net.TCPAddr)
 	if len(cfg.UDP) > 1 {

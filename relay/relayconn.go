@@ -222,6 +222,9 @@ func (g relayGen) AllocatePacketConn(c turn.AllocateListenerConfig) (net.PacketC
 		if err != nil {
 			continue // in use by someone else: try another port
 		}
+		if n := g.s.cfg.RelaySocketBuffer; n > 0 {
+			_, _ = setSocketBuffers(sock, n, false) // best effort: the kernel default still relays
+		}
 		raw, err := sock.SyscallConn()
 		if err != nil {
 			_ = sock.Close()

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferryrelay/ferry/auth"
@@ -110,6 +111,10 @@ type Config struct {
 	// NoPacketMetrics skips the per-packet byte and packet counters (the metrics stay
 	// registered, at zero). For benchmarks that measure what counting costs.
 	NoPacketMetrics bool
+	// RelaySocketBuffer is the receive and send buffer, in bytes, of each UDP relay socket
+	// (SetSocketBuffers); 0 keeps the kernel default (net.core.rmem_default). It absorbs a
+	// peer's burst, such as a video key frame, while the relay is busy.
+	RelaySocketBuffer int
 	// Logger gets Ferry's log lines (never an address or a username); nil discards.
 	Logger *slog.Logger
 	// Now is the clock for credential expiry and allocation age; nil means time.Now.
@@ -152,6 +157,8 @@ type Server struct {
 	relayMu   sync.Mutex
 	relayOpen int
 	relayZero *sync.Cond
+
+	lastAllocID atomic.Uint64 // see nextAllocID
 }
 
 // New starts a Server on the sockets in cfg. On error nothing is left running, but the
@@ -551,9 +558,9 @@ func (s *Server) permit(_ net.Addr, peer net.IP) bool {
 // quota is pion's QuotaHandler (RFC 8656 §7.2 step 7: 486 Allocation Quota Reached). A
 // request that passes reserves its place until the allocation appears.
 func (s *Server) quota(username, _ string, _ net.Addr) bool {
-	id, _ := s.auth.Lookup(username)
-	total, user := s.allocs.counts(id.UserID)
-	rt, ru := s.quotas.counts(id.UserID, s.now())
+	userID := s.auth.UserID(username)
+	total, user := s.allocs.counts(userID)
+	rt, ru := s.quotas.counts(userID, s.now())
 	switch {
 	case s.cfg.MaxAllocations > 0 && total+rt >= s.cfg.MaxAllocations:
 		s.m.quota.WithLabelValues("total").Inc()
@@ -562,8 +569,26 @@ func (s *Server) quota(username, _ string, _ net.Addr) bool {
 		s.m.quota.WithLabelValues("user").Inc()
 		return false
 	}
-	s.quotas.reserve(id.UserID, s.now())
+	s.quotas.reserve(userID, s.now())
 	return true
+}
+
+// nextAllocID returns an allocation id: the start time in Unix milliseconds in the high bits
+// and 20 random bits below, raised past the last id so that ids strictly grow within a
+// process. Ids that grow with time append to the allocation log's B-tree (random ids cost
+// a page write per row); the random bits keep a restart, even one after the clock stepped
+// back, from reusing an id the log already holds. Positive int64 until the year 2109.
+func (s *Server) nextAllocID() uint64 {
+	for {
+		prev := s.lastAllocID.Load()
+		id := uint64(s.now().UnixMilli())<<20 | rand.Uint64N(1<<20)
+		if id <= prev {
+			id = prev + 1
+		}
+		if s.lastAllocID.CompareAndSwap(prev, id) {
+			return id
+		}
+	}
 }
 
 func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, realm string, relayAddr net.Addr, _ int) {
@@ -574,10 +599,9 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, realm strin
 		s.log.Error("allocation with unknown address types")
 		return
 	}
-	id, _ := s.auth.Lookup(username)
 	a := &alloc{
-		id: rand.Uint64() >> 1, client: client, server: server, username: username,
-		userID: id.UserID, realm: realm, created: s.now(), public: public,
+		id: s.nextAllocID(), client: client, server: server, username: username,
+		userID: s.auth.UserID(username), realm: realm, created: s.now(), public: public,
 	}
 	key := tupleKey{server: server, client: client}
 	if _, isUDP := dst.(*net.UDPAddr); isUDP {

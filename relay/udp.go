@@ -23,6 +23,7 @@ type udpListener struct {
 	s      *Server
 	socks  []*udpSocket
 	local  netip.AddrPort
+	laddr  *net.UDPAddr // local as pion's net.Addr, made once (pion keeps one per allocation)
 	allocs shardedAllocs
 	ctrls  []chan ctrlPacket // one per control shard
 	seed   maphash.Seed
@@ -61,7 +62,7 @@ func newUDPListener(s *Server, conns []*net.UDPConn) (*udpListener, error) {
 	if !ok {
 		return nil, errors.New("relay: UDP socket without UDP address")
 	}
-	l := &udpListener{s: s, local: ap, done: make(chan struct{}), seed: maphash.MakeSeed()}
+	l := &udpListener{s: s, local: ap, laddr: net.UDPAddrFromAddrPort(ap), done: make(chan struct{}), seed: maphash.MakeSeed()}
 	for range controlShards() {
 		l.ctrls = append(l.ctrls, make(chan ctrlPacket, controlQueueLen))
 	}
@@ -218,7 +219,7 @@ func (c udpControl) WriteTo(b []byte, addr net.Addr) (int, error) {
 }
 
 func (c udpControl) Close() error                     { return c.l.close() }
-func (c udpControl) LocalAddr() net.Addr              { return net.UDPAddrFromAddrPort(c.l.local) }
+func (c udpControl) LocalAddr() net.Addr              { return c.l.laddr }
 func (c udpControl) SetDeadline(time.Time) error      { return nil }
 func (c udpControl) SetReadDeadline(time.Time) error  { return nil }
 func (c udpControl) SetWriteDeadline(time.Time) error { return nil }

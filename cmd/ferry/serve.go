@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -78,19 +79,39 @@ func (l *listeners) closeTURN() {
 	}
 }
 
-func openListeners(ctx context.Context, f *config.File) (*listeners, error) {
+// openListeners opens the configured sockets; warn reports a kernel cap on socket buffers.
+func openListeners(ctx context.Context, f *config.File, warn func(string)) (*listeners, error) {
 	l := &listeners{}
 	var lc net.ListenConfig
 	fail := func(err error) (*listeners, error) {
 		l.close()
 		return nil, err
 	}
+	n := f.TURN.UDPSockets
+	if n == 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	buf, _ := f.TURN.SocketBufferBytes()
 	for _, a := range f.TURN.UDPListen {
-		pc, err := lc.ListenPacket(ctx, listenNetwork("udp", a), a)
+		socks, err := relay.ListenUDP(ctx, listenNetwork("udp", a), a, n, buf)
 		if err != nil {
-			return fail(fmt.Errorf("turn: listen udp %s: %w", a, err))
+			return fail(fmt.Errorf("turn: %w", err))
 		}
-		l.udp = append(l.udp, []*net.UDPConn{pc.(*net.UDPConn)})
+		l.udp = append(l.udp, socks)
+	}
+	// One warning per setting, from the first socket that has it.
+	if len(l.udp) > 0 && buf > 0 {
+		if got, err := relay.SetSocketBuffers(l.udp[0][0], buf); err == nil && got < buf {
+			warn(bufferWarning("turn.socket_buffer", buf, got))
+		}
+	}
+	if rbuf, _ := f.Relay.SocketBufferBytes(); rbuf > 0 {
+		if probe, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err == nil {
+			if got, err := relay.SetSocketBuffers(probe, rbuf); err == nil && got < rbuf {
+				warn(bufferWarning("relay.socket_buffer", rbuf, got))
+			}
+			_ = probe.Close()
+		}
 	}
 	for _, a := range f.TURN.TCPListen {
 		ln, err := lc.Listen(ctx, listenNetwork("tcp", a), a)
@@ -222,11 +243,12 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 			alog.Close()
 		}
 	}
-	socks, err := openListeners(ctx, f)
+	socks, err := openListeners(ctx, f, func(msg string) { log.Warn(msg) })
 	if err != nil {
 		closeLog()
 		return nil, err
 	}
+	relayBuf, _ := f.Relay.SocketBufferBytes()
 	srv, err := relay.New(relay.Config{
 		Realm:                 f.TURN.Realm,
 		Auth:                  a,
@@ -246,6 +268,7 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		StrictAddressFamily:   f.Relay.StrictAddressFamily,
 		LegacyChannelNumbers:  f.Relay.LegacyChannels,
 		NoPacketMetrics:       !f.Relay.PacketMetrics,
+		RelaySocketBuffer:     relayBuf,
 		MaxAllocationAge:      f.Relay.MaxAllocationAge,
 		MaxAllocations:        f.Relay.MaxAllocations,
 		MaxAllocationsPerUser: f.Relay.MaxAllocationsUser,
@@ -310,6 +333,15 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		"relay_ports", fmt.Sprintf("%d-%d", f.Relay.PortMin, f.Relay.PortMax),
 		"relay_ip", relayAddrs(bind4, adv4, bind6, adv6))
 	return s, nil
+}
+
+// bufferWarning says that the kernel granted got of the asked socket buffer bytes, and how to
+// raise its cap.
+func bufferWarning(key string, asked, got int) string {
+	return fmt.Sprintf("%s: the kernel capped socket buffers at %d of the %d bytes asked for; "+
+		"bursts may be dropped (ferry_turn_dropped_total does not see kernel drops, netstat -su does). "+
+		"Raise the cap: sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d (deploy/sysctl/99-ferry.conf)",
+		key, got, asked, asked, asked)
 }
 
 // relayAddrs describes Ferry's own relay addresses for the start-up log line (the server's
