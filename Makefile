@@ -3,6 +3,8 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Arguments for `make run`, e.g. make run ARGS="--config ferry.yaml"
 ARGS        ?=
+# Arguments for `make bench`, e.g. make bench BENCH_ARGS="-quick" (see go run ./bench -h)
+BENCH_ARGS  ?=
 
 .DEFAULT_GOAL := help
 
@@ -31,8 +33,9 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-bench: ## Run the benchmarks
+bench: ## Benchmarks: Go micro-benchmarks, then Ferry vs coturn vs a raw forwarder (bench/, ~5 min)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) run ./bench $(BENCH_ARGS)
 
 clean: ## Remove build output
 	rm -rf bin

@@ -207,6 +207,7 @@ type RelaySection struct {
 	LegacyChannels      bool          `mapstructure:"legacy_channel_numbers" yaml:"legacy_channel_numbers"`
 	PacketMetrics       bool          `mapstructure:"packet_metrics" yaml:"packet_metrics"`
 	SocketBuffer        string        `mapstructure:"socket_buffer" yaml:"socket_buffer"`
+	UDPGSO              bool          `mapstructure:"udp_gso" yaml:"udp_gso"`
 	MaxAllocationAge    time.Duration `mapstructure:"max_allocation_age" yaml:"max_allocation_age"`
 	MaxPermissions      int           `mapstructure:"max_permissions" yaml:"max_permissions"`
 	MaxConnectionsPerIP int           `mapstructure:"max_connections_per_ip" yaml:"max_connections_per_ip"`

@@ -57,9 +57,13 @@ type outItem struct {
 	payload []byte
 }
 
-func newOutbox() *outbox {
-	return &outbox{items: make([]outItem, 0, batchSize), b: mmsg.NewBatch(batchSize, 0),
-		w: mmsg.NewWriter(), gso: make([]byte, 64<<10)}
+// newOutbox makes an outbox; without gso its batches always go out with sendmmsg.
+func newOutbox(gso bool) *outbox {
+	o := &outbox{items: make([]outItem, 0, batchSize), b: mmsg.NewBatch(batchSize, 0), w: mmsg.NewWriter()}
+	if gso {
+		o.gso = make([]byte, 64<<10) // no room, no GSO: sendBatch falls back to sendmmsg
+	}
+	return o
 }
 
 func (o *outbox) add(s *Server, a *alloc, dst netip.AddrPort, payload []byte) {
@@ -102,7 +106,7 @@ func (s *Server) outbox() *outbox {
 	if o, ok := s.outs.Get().(*outbox); ok {
 		return o
 	}
-	return newOutbox()
+	return newOutbox(!s.cfg.NoGSO)
 }
 
 // peerReader is the pooled state for reading a relay socket and writing to its client:
@@ -119,10 +123,12 @@ type peerReader struct {
 
 const peerBatch = 16
 
-func newPeerReader() *peerReader {
+func newPeerReader(gso bool) *peerReader {
 	p := &peerReader{r: mmsg.NewReader(), in: mmsg.NewBatch(peerBatch, 0), out: mmsg.NewBatch(peerBatch, 0),
-		w: mmsg.NewWriter(), gso: make([]byte, peerBatch*(peerBuf+headroom+4)),
-		seq: make([]byte, 0, peerBatch*(peerBuf+headroom+4))}
+		w: mmsg.NewWriter(), seq: make([]byte, 0, peerBatch*(peerBuf+headroom+4))}
+	if gso {
+		p.gso = make([]byte, peerBatch*(peerBuf+headroom+4))
+	}
 	p.bufs = make([][]byte, peerBatch)
 	for i := range p.bufs {
 		p.bufs[i] = make([]byte, headroom+peerBuf+4)
@@ -133,13 +139,16 @@ func newPeerReader() *peerReader {
 
 // peerReaders lends buffers to relay sockets only while they have data: an idle allocation
 // holds none.
-type peerReaders struct{ pool sync.Pool }
+type peerReaders struct {
+	pool  sync.Pool
+	noGSO bool // set before use: Config.NoGSO
+}
 
 func (p *peerReaders) get() *peerReader {
 	if r, ok := p.pool.Get().(*peerReader); ok {
 		return r
 	}
-	return newPeerReader()
+	return newPeerReader(!p.noGSO)
 }
 
 func (p *peerReaders) put(r *peerReader) { p.pool.Put(r) }

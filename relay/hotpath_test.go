@@ -48,7 +48,7 @@ func TestHotPathZeroAllocations(t *testing.T) {
 	src := c.conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	frame := c.channelData(0x4000, make([]byte, 100))
 	sock := l.socks[0]
-	ob := newOutbox()
+	ob := newOutbox(true)
 	if n := testing.AllocsPerRun(1000, func() { l.handle(sock, frame, src, ob); ob.flush(env.srv) }); n != 0 {
 		t.Errorf("client -> peer (ChannelData): %v allocations per packet", n)
 	}
@@ -66,7 +66,7 @@ func TestHotPathZeroAllocations(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("client -> peer (batch of 8): %v allocations per batch", n)
 	}
-	pr := newPeerReader()
+	pr := newPeerReader(true)
 	other := netip.AddrPortFrom(peer.Addr(), peer.Port()+1)
 	for _, tc := range []struct {
 		name string

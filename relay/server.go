@@ -32,8 +32,8 @@ const (
 	DefaultMaxConnections      = 16384
 	DefaultUnauthRate          = 20 // unauthenticated responses per second per source IP
 	DefaultUnauthBurst         = 40
-	// inboundMTU is pion's per-read buffer: the largest control message Ferry hands to pion,
-	// and the largest peer datagram relayed is this minus 51 bytes of header room.
+	// inboundMTU is pion's per-read buffer: the largest control message Ferry hands to pion.
+	// (Peer datagrams never reach pion; Ferry reads them, up to peerBuf bytes.)
 	inboundMTU = 1600
 )
 
@@ -115,6 +115,10 @@ type Config struct {
 	// (SetSocketBuffers); 0 keeps the kernel default (net.core.rmem_default). It absorbs a
 	// peer's burst, such as a video key frame, while the relay is busy.
 	RelaySocketBuffer int
+	// NoGSO sends bursts with sendmmsg only, never as one UDP GSO (UDP_SEGMENT) send. GSO
+	// is used only where the kernel supports it; this is for a kernel or NIC that
+	// mishandles it, and for measuring what it brings.
+	NoGSO bool
 	// Logger gets Ferry's log lines (never an address or a username); nil discards.
 	Logger *slog.Logger
 	// Now is the clock for credential expiry and allocation age; nil means time.Now.
@@ -213,14 +217,15 @@ func New(cfg Config) (*Server, error) {
 		cfg.UnauthBurst = DefaultUnauthBurst
 	}
 	s := &Server{
-		cfg:    cfg,
-		log:    cfg.Logger,
-		now:    cfg.Now,
-		auth:   cfg.Auth,
-		events: cfg.Events,
-		unauth: newUnauthLimiter(cfg.UnauthRate, cfg.UnauthBurst),
-		conns:  newConnLimits(cfg.MaxConnectionsPerIP, cfg.MaxConnections),
-		stop:   make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		auth:    cfg.Auth,
+		events:  cfg.Events,
+		unauth:  newUnauthLimiter(cfg.UnauthRate, cfg.UnauthBurst),
+		conns:   newConnLimits(cfg.MaxConnectionsPerIP, cfg.MaxConnections),
+		stop:    make(chan struct{}),
+		readers: peerReaders{noGSO: cfg.NoGSO},
 	}
 	s.relayZero = sync.NewCond(&s.relayMu)
 	if s.log == nil {

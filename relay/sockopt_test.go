@@ -78,3 +78,33 @@ func TestRelayOverReusePortSockets(t *testing.T) {
 		t.Fatalf("%d allocations", n)
 	}
 }
+
+// A burst of equal-sized packets, as a video frame's, arrives whole and in order both ways,
+// with UDP GSO and with the sendmmsg fallback (relay.udp_gso: false).
+func TestBurstArrivesInOrder(t *testing.T) {
+	for _, noGSO := range []bool{false, true} {
+		t.Run(fmt.Sprintf("noGSO=%t", noGSO), func(t *testing.T) {
+			env := newTestEnv(t, func(c *Config) { c.NoGSO = noGSO })
+			echo := newUDPEcho(t, "127.0.0.2")
+			c, _ := env.allocated(t, "udp", "u-burst")
+			if code, _ := c.do(stun.MethodChannelBind, chanNum(0x4000), peerAttr{ap: echo.addr()}); code != 0 {
+				t.Fatalf("ChannelBind %d", code)
+			}
+			const n = 32
+			payload := func(i int) []byte {
+				p := make([]byte, 1000)
+				copy(p, fmt.Sprintf("packet %02d", i))
+				return p
+			}
+			for i := range n {
+				c.send(c.channelData(0x4000, payload(i)))
+			}
+			for i := range n {
+				c.expectData(0x4000, echo.addr(), payload(i))
+			}
+			if got := echo.n.Load(); got != n {
+				t.Fatalf("peer got %d of %d", got, n)
+			}
+		})
+	}
+}

@@ -92,7 +92,7 @@ const clientBuf = 4096
 // read reads client datagrams in batches (recvmmsg) and relays their data grouped by
 // allocation (sendmmsg).
 func (l *udpListener) read(sock *udpSocket) {
-	r, in, ob := mmsg.NewReader(), mmsg.NewBatch(batchSize, clientBuf), newOutbox()
+	r, in, ob := mmsg.NewReader(), mmsg.NewBatch(batchSize, clientBuf), newOutbox(!l.s.cfg.NoGSO)
 	for {
 		n, err := r.Read(sock.rc, in)
 		if err != nil {

@@ -269,6 +269,7 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		LegacyChannelNumbers:  f.Relay.LegacyChannels,
 		NoPacketMetrics:       !f.Relay.PacketMetrics,
 		RelaySocketBuffer:     relayBuf,
+		NoGSO:                 !f.Relay.UDPGSO,
 		MaxAllocationAge:      f.Relay.MaxAllocationAge,
 		MaxAllocations:        f.Relay.MaxAllocations,
 		MaxAllocationsPerUser: f.Relay.MaxAllocationsUser,
