@@ -321,10 +321,10 @@ func runLoad(ss []*session, size int, dur time.Duration, serverPID int,
 // from its own socket, and returns them (held open) and the time the allocations took. The
 // sockets are opened before the clock starts: the measurement is the server's Allocate
 // handling (the 401 challenge and the authenticated request), not socket creation here.
-func allocateMany(target server, n, workers int) ([]*turnClient, time.Duration, error) {
+func allocateMany(target server, run, n, workers int) ([]*turnClient, time.Duration, error) {
 	clients := make([]*turnClient, n)
 	for i := range clients {
-		c, err := dialTURN("udp", target.addr("udp"))
+		c, err := dialTURNFrom(run, "udp", target.addr("udp"))
 		if err != nil {
 			for _, c := range clients[:i] {
 				c.Close()

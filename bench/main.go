@@ -305,7 +305,7 @@ func (b *bench) memory(s *server) {
 	s.gc()
 	time.Sleep(200 * time.Millisecond)
 	m.RSSKiB[0], _ = rssKiB(s.p.pid())
-	first, _, err := allocateMany(*s, min(1000, b.allocations), 16)
+	first, _, err := allocateMany(*s, 0, min(1000, b.allocations), 16)
 	if err != nil {
 		m.Skipped = err.Error()
 		b.Memory = append(b.Memory, m)
@@ -315,7 +315,7 @@ func (b *bench) memory(s *server) {
 	m.RSSKiB[1], _ = rssKiB(s.p.pid())
 	cpu0, _ := cpuTime(s.p.pid())
 	self0, _ := cpuTime(os.Getpid())
-	rest, elapsed, err := allocateMany(*s, b.allocations-len(first), allocWorkers)
+	rest, elapsed, err := allocateMany(*s, 0, b.allocations-len(first), allocWorkers)
 	cpu1, _ := cpuTime(s.p.pid())
 	self1, _ := cpuTime(os.Getpid())
 	if len(rest) > 0 {
@@ -345,9 +345,10 @@ func (b *bench) memory(s *server) {
 	releaseAll(append(first, rest...), 16)
 	// More allocation-rate runs (the rate varies more from run to run than throughput).
 	m.AllocRuns = append(m.AllocRuns, m.AllocsPerSec)
-	for range 2 {
-		more, elapsed, err := allocateMany(*s, b.allocations/2, allocWorkers)
+	for run := 1; run <= 2; run++ {
+		more, elapsed, err := allocateMany(*s, run, b.allocations, allocWorkers)
 		if err != nil {
+			fmt.Fprintf(os.Stderr, "  %-11s allocation-rate run: %v\n", s.name, err)
 			break
 		}
 		m.AllocRuns = append(m.AllocRuns, float64(len(more))/elapsed.Seconds())

@@ -26,25 +26,31 @@ type turnClient struct {
 	key    []byte
 }
 
-var clientIP = net.IPv4(127, 0, 0, 9)
+// clientIP is the load generator's address: clients send from 127.0.0.9 (the allocation-
+// rate runs from 127.0.0.9 + run) so that their ports never collide with relay ports,
+// which the servers bind on 127.0.0.1.
+func clientIP(run int) net.IP { return net.IPv4(127, 0, 0, byte(9+run)) }
 
-func dialTURN(transport, addr string) (*turnClient, error) {
+func dialTURN(transport, addr string) (*turnClient, error) { return dialTURNFrom(0, transport, addr) }
+
+// dialTURNFrom dials from clientIP(run): a fresh address gives fresh 5-tuples, whatever
+// state a server keeps for allocations a previous run deleted.
+func dialTURNFrom(run int, transport, addr string) (*turnClient, error) {
+	ip := clientIP(run)
 	var conn net.Conn
 	var err error
-	// Clients send from 127.0.0.9 so that their ports never collide with relay ports, which
-	// the servers bind on 127.0.0.1.
 	switch transport {
 	case "udp":
-		conn, err = (&net.Dialer{LocalAddr: &net.UDPAddr{IP: clientIP}}).Dial("udp4", addr)
+		conn, err = (&net.Dialer{LocalAddr: &net.UDPAddr{IP: ip}}).Dial("udp4", addr)
 		if err == nil {
 			uc := conn.(*net.UDPConn)
 			_ = uc.SetReadBuffer(1 << 20)
 			_ = uc.SetWriteBuffer(1 << 20)
 		}
 	case "tcp":
-		conn, err = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP}}).Dial("tcp4", addr)
+		conn, err = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}).Dial("tcp4", addr)
 	case "tls":
-		conn, err = tls.DialWithDialer(&net.Dialer{LocalAddr: &net.TCPAddr{IP: clientIP}}, "tcp4", addr,
+		conn, err = tls.DialWithDialer(&net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}, "tcp4", addr,
 			&tls.Config{InsecureSkipVerify: true}) //nolint:gosec // benchmark against a throwaway certificate
 	default:
 		return nil, fmt.Errorf("unknown transport %q", transport)
