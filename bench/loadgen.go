@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ferryrelay/ferry/internal/mmsg"
 	"golang.org/x/sys/unix"
 )
 
@@ -53,14 +54,22 @@ func newEchoPeer(n int) (*echoPeer, error) {
 	}
 	e.addr = e.socks[0].LocalAddr().(*net.UDPAddr).AddrPort()
 	for _, s := range e.socks {
+		rc, err := s.SyscallConn()
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		// Batched (recvmmsg/sendmmsg): the echo peer shares the CPUs with the servers.
 		e.wg.Go(func() {
-			buf := make([]byte, 65536)
+			r, w, in := mmsg.NewReader(), mmsg.NewWriter(), mmsg.NewBatch(64, 2048)
 			for {
-				n, from, err := s.ReadFromUDPAddrPort(buf)
-				if err != nil {
+				n, err := r.Read(rc, in)
+				if errors.Is(err, net.ErrClosed) {
 					return
 				}
-				_, _ = s.WriteToUDPAddrPort(buf[:n], from)
+				if n > 0 {
+					_, _ = w.Write(rc, false, in, n) // back to each datagram's source
+				}
 			}
 		})
 	}
@@ -79,6 +88,84 @@ type session struct {
 	c    *turnClient
 	num  uint16
 	turn bool // holds an allocation (deleted on close)
+}
+
+// batchIO moves one session's frames in batches, as a busy client does: recvmmsg and
+// sendmmsg on UDP, many frames per read and per write on TCP/TLS. The load generator shares
+// the CPUs with the server it measures, so it must cost less than the server.
+type batchIO struct {
+	c      *turnClient
+	frame  []byte // template: channel header and payload
+	frames [][]byte
+	cat    []byte // stream: frames written at once
+	rc     syscall.RawConn
+	r      *mmsg.Reader
+	w      *mmsg.Writer
+	in, ob *mmsg.Batch
+	dst    netip.AddrPort
+}
+
+func newBatchIO(s *session, frame []byte, n int) (*batchIO, error) {
+	b := &batchIO{c: s.c, frame: frame, frames: make([][]byte, 0, 64)}
+	if s.c.stream {
+		b.cat = make([]byte, 0, n*len(frame))
+		return b, nil
+	}
+	uc := s.c.conn.(*net.UDPConn)
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	b.rc, b.r, b.w = rc, mmsg.NewReader(), mmsg.NewWriter()
+	b.in, b.ob = mmsg.NewBatch(64, 2048), mmsg.NewBatch(n, len(frame))
+	b.dst = uc.RemoteAddr().(*net.UDPAddr).AddrPort()
+	return b, nil
+}
+
+// send writes k time-stamped frames, numbered from seq; k is at most the n it was made for.
+func (b *batchIO) send(k int, seq int64) error {
+	if b.c.stream {
+		b.cat = b.cat[:0]
+		for i := range k {
+			stamp(b.frame, seq+int64(i))
+			b.cat = append(b.cat, b.frame...)
+		}
+		_, err := b.c.conn.Write(b.cat)
+		return err
+	}
+	for i := range k {
+		copy(b.ob.Bufs[i], b.frame)
+		stamp(b.ob.Bufs[i], seq+int64(i))
+		b.ob.Lens[i], b.ob.Addrs[i] = len(b.frame), b.dst
+	}
+	_, err := b.w.Write(b.rc, false, b.ob, k)
+	return err
+}
+
+// recv waits for at least one frame and returns every frame already received; the frames
+// stay valid until the next recv.
+func (b *batchIO) recv() ([][]byte, error) {
+	b.frames = b.frames[:0]
+	if b.c.stream {
+		f, err := b.c.readFrame()
+		if err != nil {
+			return nil, err
+		}
+		b.frames = append(b.frames, f)
+		for b.c.buffered() {
+			f, _ = b.c.readFrame()
+			b.frames = append(b.frames, f)
+		}
+		return b.frames, nil
+	}
+	n, err := b.r.Read(b.rc, b.in)
+	if err != nil {
+		return nil, err
+	}
+	for i := range n {
+		b.frames = append(b.frames, b.in.Bufs[i][:b.in.Lens[i]])
+	}
+	return b.frames, nil
 }
 
 // openSessions allocates n allocations over transport and binds each a channel to peer.
@@ -151,40 +238,43 @@ func (r loadResult) percentile(p float64) time.Duration {
 
 const stampLen = 16 // payload starts with send time (ns) and a sequence number
 
-// closedLoop keeps window packets in flight per session for dur: capacity.
+// closedLoop keeps window packets in flight per session for dur: capacity. Each batch of
+// frames that comes back is answered with as many new ones, in one write.
 func closedLoop(ss []*session, size, window int, dur time.Duration, serverPID int) loadResult {
 	return runLoad(ss, size, dur, serverPID, func(s *session, frame []byte, stop <-chan struct{}, res *clientResult) {
-		for range window {
-			stamp(frame, res.sent)
-			if _, err := s.c.conn.Write(frame); err != nil {
-				return
-			}
-			res.sent++
+		io, err := newBatchIO(s, frame, window)
+		if err != nil {
+			return
 		}
+		if io.send(window, res.sent) != nil {
+			return
+		}
+		res.sent += int64(window)
 		for {
 			_ = s.c.conn.SetReadDeadline(time.Now().Add(time.Second))
-			f, err := s.c.readFrame()
+			frames, err := io.recv()
 			if err != nil {
-				if isTimeout(err) { // lost: refill the window
-					for i := int64(0); i < int64(window) && !stopped(stop); i++ {
-						stamp(frame, res.sent)
-						s.c.conn.Write(frame)
-						res.sent++
+				if isTimeout(err) && !stopped(stop) { // lost: refill the window
+					if io.send(window, res.sent) != nil {
+						return
 					}
+					res.sent += int64(window)
 					continue
 				}
 				return
 			}
-			res.record(f)
+			for _, f := range frames {
+				res.record(f)
+			}
 			if stopped(stop) {
 				res.drain(s, res.sent-res.recv)
 				return
 			}
-			stamp(frame, res.sent)
-			if _, err := s.c.conn.Write(frame); err != nil {
+			k := min(len(frames), window)
+			if io.send(k, res.sent) != nil {
 				return
 			}
-			res.sent++
+			res.sent += int64(k)
 		}
 	})
 }
@@ -192,18 +282,26 @@ func closedLoop(ss []*session, size, window int, dur time.Duration, serverPID in
 // openLoop offers rate round trips per second in total, evenly paced: loss and latency.
 func openLoop(ss []*session, size int, rate float64, dur time.Duration, serverPID int) loadResult {
 	perClient := rate / float64(len(ss))
+	const maxBurst = 64
 	return runLoad(ss, size, dur, serverPID, func(s *session, frame []byte, stop <-chan struct{}, res *clientResult) {
+		out, err1 := newBatchIO(s, frame, maxBurst)
+		in, err2 := newBatchIO(s, nil, 1)
+		if err1 != nil || err2 != nil {
+			return
+		}
 		done := make(chan struct{})
 		var recv atomic.Int64
 		go func() {
 			defer close(done)
 			for {
 				_ = s.c.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-				f, err := s.c.readFrame()
+				frames, err := in.recv()
 				if err != nil {
 					return
 				}
-				res.recordConcurrent(f, &recv)
+				for _, f := range frames {
+					res.recordConcurrent(f, &recv)
+				}
 			}
 		}()
 		start := time.Now()
@@ -212,12 +310,12 @@ func openLoop(ss []*session, size int, rate float64, dur time.Duration, serverPI
 		for !stopped(stop) {
 			<-tick.C
 			due := int64(perClient * time.Since(start).Seconds())
-			for res.sent < due {
-				stamp(frame, res.sent)
-				if _, err := s.c.conn.Write(frame); err != nil {
+			for res.sent < due { // what is due this millisecond, in one write
+				k := int(min(due-res.sent, maxBurst))
+				if out.send(k, res.sent) != nil {
 					return
 				}
-				res.sent++
+				res.sent += int64(k)
 			}
 		}
 		<-done

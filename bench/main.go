@@ -20,18 +20,19 @@ import (
 func main() {
 	raw := flag.Bool("raw-forwarder", false, "run as the raw UDP forwarder (internal)")
 	peer := flag.String("peer", "", "the raw forwarder's peer (internal)")
+	rawGSO := flag.Bool("gso", false, "the raw forwarder sends with UDP GSO (internal)")
 	out := flag.String("out", "bench/results/latest.json", "where to write the JSON results")
 	dur := flag.Duration("duration", 1500*time.Millisecond, "length of each capacity run")
 	repeats := flag.Int("repeats", 5, "repetitions of each capacity case")
 	allocs := flag.Int("allocations", 10000, "allocations for the memory and allocation-rate measurement")
 	quick := flag.Bool("quick", false, "a fast smoke run: short, one repeat, fewer allocations")
-	only := flag.String("servers", "raw,ferry,ferry-nomon,coturn", "servers to measure")
+	only := flag.String("servers", "raw,raw-gso,ferry,ferry-nomon,coturn", "servers to measure")
 	phases := flag.String("phases", "capacity,open-loop,memory", "what to measure")
 	onlyT := flag.String("transports", strings.Join(transports, ","), "client transports to measure")
 	flag.Parse()
 	transports = strings.Split(*onlyT, ",")
 	if *raw {
-		if err := runRawForwarder(*peer); err != nil {
+		if err := runRawForwarder(*peer, *rawGSO); err != nil {
 			fmt.Fprintln(os.Stderr, "raw forwarder:", err)
 			os.Exit(1)
 		}
@@ -150,12 +151,14 @@ func (b *bench) run() error {
 			s.p.stop()
 		}
 	}()
-	if on("raw") { // the limit, UDP only
-		rs, err := startRaw(self, b.echo.addr.String())
-		if err != nil {
-			return err
+	for _, name := range []string{"raw", "raw-gso"} { // the limit, UDP only
+		if on(name) {
+			rs, err := startRaw(self, b.echo.addr.String(), name == "raw-gso")
+			if err != nil {
+				return err
+			}
+			all = append(all, rs)
 		}
-		all = append(all, rs)
 	}
 	var ferry, coturn *server
 	if on("ferry") { // as deployed: metrics and the allocation log on
@@ -373,10 +376,10 @@ func (b *bench) find(server, t string, size int, mode string) *Case {
 func (b *bench) print(w *os.File) {
 	fmt.Fprintf(w, "\nFerry relay benchmark, %s, %s (%.0f s)\n", b.Machine, b.started.Format(time.RFC3339), time.Since(b.started).Seconds())
 	fmt.Fprintf(w, "loopback; %d allocations × %d packets in flight; round trips through the relay to an echo peer (2 relayed packets each)\n\n", sessions, window)
-	fmt.Fprintf(w, "%-11s %-4s %5s  %-27s %9s %8s %6s %9s  %-14s %-14s\n",
-		"server", "tx", "size", "round trips/s min/med/max", "Mbit/s", "loss%", "µs/pkt", "p50/p99ms", "vs coturn", "CPU vs raw")
-	fmt.Fprintln(w, strings.Repeat("-", 120))
-	rank := map[string]int{"raw": 0, "ferry": 1, "ferry-nomon": 2, "coturn": 3}
+	fmt.Fprintf(w, "%-11s %-4s %5s  %-26s %7s %6s %6s %9s  %-9s %-8s %-8s\n",
+		"server", "tx", "size", "round trips/s min/med/max", "Mbit/s", "loss%", "µs/pkt", "p50/p99ms", "vs coturn", "CPU/raw", "CPU/raw-gso")
+	fmt.Fprintln(w, strings.Repeat("-", 118))
+	rank := map[string]int{"raw": 0, "raw-gso": 1, "ferry": 2, "ferry-nomon": 3, "coturn": 4}
 	cases := slices.Clone(b.Cases)
 	slices.SortStableFunc(cases, func(x, y Case) int { return rank[x.Server] - rank[y.Server] })
 	for _, c := range cases {
@@ -387,16 +390,19 @@ func (b *bench) print(w *os.File) {
 			fmt.Fprintf(w, "%-11s %-4s skipped: %s\n", c.Server, c.Transport, c.Skipped)
 			continue
 		}
-		vs, vsRaw := "", ""
+		vs := ""
 		if co := b.find("coturn", c.Transport, c.Size, "capacity"); co != nil && c.Server != "coturn" {
-			vs = fmt.Sprintf("%.2f× rate", c.RoundTrips[1]/co.RoundTrips[1])
+			vs = fmt.Sprintf("%.2f×", c.RoundTrips[1]/co.RoundTrips[1])
 		}
-		if raw := b.find("raw", "udp", c.Size, "capacity"); raw != nil && c.Server != "raw" && c.Transport == "udp" && raw.CPUus > 0 {
-			vsRaw = fmt.Sprintf("%.2f× CPU", c.CPUus/raw.CPUus)
+		var vsRaw [2]string
+		for i, name := range []string{"raw", "raw-gso"} {
+			if raw := b.find(name, "udp", c.Size, "capacity"); raw != nil && c.Transport == "udp" && raw.CPUus > 0 {
+				vsRaw[i] = fmt.Sprintf("%.2f×", c.CPUus/raw.CPUus)
+			}
 		}
-		fmt.Fprintf(w, "%-11s %-4s %5d  %8.0f/%8.0f/%8.0f %9.1f %8.3f %6.2f %4.2f/%4.2f  %-14s %-14s\n",
+		fmt.Fprintf(w, "%-11s %-4s %5d  %8.0f/%8.0f/%8.0f %7.0f %6.3f %6.2f %4.2f/%4.2f  %-9s %-8s %-8s\n",
 			c.Server, c.Transport, c.Size, c.RoundTrips[0], c.RoundTrips[1], c.RoundTrips[2], c.Mbps,
-			c.LossPct, c.CPUus, c.P50, c.P99, vs, vsRaw)
+			c.LossPct, c.CPUus, c.P50, c.P99, vs, vsRaw[0], vsRaw[1])
 	}
 	fmt.Fprintf(w, "\nopen loop at half of Ferry's 100 B capacity (same offered rate for both):\n")
 	for _, c := range b.Cases {

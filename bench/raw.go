@@ -16,9 +16,10 @@ import (
 // runRawForwarder is the raw UDP forwarder: the same socket topology as a TURN relay (one
 // listening socket for clients, one socket per "allocation" towards the peer) and the same
 // 4-byte ChannelData framing, but no TURN state, no policy, no metrics: the limit of what a
-// relay can do on this machine. It batches with recvmmsg/sendmmsg. Channel 0x4000+i is pair
-// i; pairs are created on first use.
-func runRawForwarder(peer string) error {
+// relay can do on this machine. It batches with recvmmsg/sendmmsg, and with gso sends each
+// batch's datagrams to one address as one UDP GSO send. Channel 0x4000+i is pair i; pairs
+// are created on first use.
+func runRawForwarder(peer string, gso bool) error {
 	peerAddr, err := netip.ParseAddrPort(peer)
 	if err != nil {
 		return err
@@ -30,7 +31,7 @@ func runRawForwarder(peer string) error {
 	_ = ln.SetReadBuffer(4 << 20)
 	_ = ln.SetWriteBuffer(4 << 20)
 	fmt.Printf("raw forwarder listening udp_port=%d\n", ln.LocalAddr().(*net.UDPAddr).Port)
-	f := &forwarder{ln: ln, peer: peerAddr}
+	f := &forwarder{ln: ln, peer: peerAddr, gso: gso}
 	go func() {
 		ch := make(chan os.Signal, 1)
 		signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
@@ -44,6 +45,7 @@ func runRawForwarder(peer string) error {
 type forwarder struct {
 	ln    *net.UDPConn
 	peer  netip.AddrPort
+	gso   bool
 	mu    sync.Mutex
 	pairs []*pair
 	wg    sync.WaitGroup
@@ -51,8 +53,11 @@ type forwarder struct {
 
 type pair struct {
 	sock   *net.UDPConn
+	rc     syscall.RawConn
 	client netip.AddrPort
 	num    uint16
+	out    *mmsg.Batch // client -> peer datagrams of the current read batch
+	k      int
 }
 
 const rawBatch = 32
@@ -70,7 +75,12 @@ func (f *forwarder) pair(i int, client netip.AddrPort) (*pair, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &pair{sock: s, client: client, num: 0x4000 + uint16(i)}
+	rc, err := s.SyscallConn()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	p := &pair{sock: s, rc: rc, client: client, num: 0x4000 + uint16(i), out: mmsg.NewBatch(rawBatch, 0)}
 	f.pairs[i] = p
 	f.wg.Go(func() { f.servePeer(p) })
 	return p, nil
@@ -87,14 +97,17 @@ func (f *forwarder) closePairs() {
 	f.wg.Wait()
 }
 
-// serveClients: client -> peer. ChannelData in, payload out through the pair's socket.
+// serveClients: client -> peer. ChannelData in, payloads out through each pair's socket,
+// one sendmmsg (or GSO send) per pair and read batch.
 func (f *forwarder) serveClients() error {
 	rc, err := f.ln.SyscallConn()
 	if err != nil {
 		return err
 	}
-	r := mmsg.NewReader()
+	r, w := mmsg.NewReader(), mmsg.NewWriter()
 	b := mmsg.NewBatch(rawBatch, 2048)
+	gsoBuf := make([]byte, rawBatch*2048)
+	var touched []*pair
 	for {
 		n, err := r.Read(rc, b)
 		if err != nil {
@@ -114,9 +127,38 @@ func (f *forwarder) serveClients() error {
 			if err != nil {
 				continue
 			}
-			_, _ = p.sock.WriteToUDPAddrPort(d[4:4+l], f.peer)
+			if p.k == 0 {
+				touched = append(touched, p)
+			}
+			p.out.Bufs[p.k], p.out.Lens[p.k], p.out.Addrs[p.k] = d[4:4+l], l, f.peer
+			p.k++
+		}
+		for _, p := range touched {
+			f.send(w, p.rc, p.out, p.k, gsoBuf)
+			p.k = 0
+		}
+		touched = touched[:0]
+	}
+}
+
+// send writes the first k datagrams of b, all to b.Addrs[0]: one GSO send when enabled and
+// they are equal-sized (the last may be shorter), else one sendmmsg.
+func (f *forwarder) send(w *mmsg.Writer, rc syscall.RawConn, b *mmsg.Batch, k int, gsoBuf []byte) {
+	if f.gso && k >= 2 {
+		seg, off, ok := b.Lens[0], 0, true
+		for i := 0; i < k && ok; i++ {
+			ok = b.Lens[i] == seg || (i == k-1 && b.Lens[i] < seg)
+		}
+		if ok {
+			for i := range k {
+				off += copy(gsoBuf[off:], b.Bufs[i][:b.Lens[i]])
+			}
+			if used, _ := w.WriteGSO(rc, false, gsoBuf[:off], seg, b.Addrs[0]); used {
+				return
+			}
 		}
 	}
+	_, _ = w.Write(rc, false, b, k)
 }
 
 // servePeer: peer -> client. Datagrams in, ChannelData out through the listening socket.
@@ -130,6 +172,7 @@ func (f *forwarder) servePeer(p *pair) {
 		return
 	}
 	r, w := mmsg.NewReader(), mmsg.NewWriter()
+	gsoBuf := make([]byte, rawBatch*2052)
 	// Datagrams are read 4 bytes into the write buffers, so framing needs no copy.
 	wb := mmsg.NewBatch(rawBatch, 2052)
 	rb := mmsg.NewBatch(rawBatch, 1)
@@ -147,6 +190,6 @@ func (f *forwarder) servePeer(p *pair) {
 			binary.BigEndian.PutUint16(wb.Bufs[i][2:], uint16(l))
 			wb.Lens[i], wb.Addrs[i] = 4+l, p.client
 		}
-		_, _ = w.Write(out, false, wb, n)
+		f.send(w, out, wb, n, gsoBuf)
 	}
 }

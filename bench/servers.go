@@ -272,13 +272,18 @@ func waitSTUN(addr string, p *proc) error {
 }
 
 // startRaw runs this benchmark binary as the raw forwarder.
-func startRaw(self, peer string) (*server, error) {
-	cmd := exec.CommandContext(context.Background(), self, "-raw-forwarder", "-peer", peer)
+// startRaw runs the raw forwarder ("raw": recvmmsg/sendmmsg; "raw-gso": and UDP GSO).
+func startRaw(self, peer string, gso bool) (*server, error) {
+	name := "raw"
+	if gso {
+		name = "raw-gso"
+	}
+	cmd := exec.CommandContext(context.Background(), self, "-raw-forwarder", "-peer", peer, fmt.Sprintf("-gso=%t", gso))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProc("raw", cmd)
+	p, err := startProc(name, cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -288,5 +293,5 @@ func startRaw(self, peer string) (*server, error) {
 		return nil, err
 	}
 	port, _ := strconv.Atoi(m[1])
-	return &server{name: "raw", p: p, ports: map[string]int{"udp": port}}, nil
+	return &server{name: name, p: p, ports: map[string]int{"udp": port}}, nil
 }

@@ -104,6 +104,20 @@ func (c *turnClient) readFrame() ([]byte, error) {
 	}
 }
 
+// buffered reports whether a whole frame is already in the read buffer (readFrame returns
+// it without a system call).
+func (c *turnClient) buffered() bool {
+	if !c.stream || c.w-c.r < 4 {
+		return false
+	}
+	b := c.rbuf[c.r:c.w]
+	size := 20 + int(binary.BigEndian.Uint16(b[2:]))
+	if b[0]>>6 == 1 {
+		size = 4 + (int(binary.BigEndian.Uint16(b[2:]))+3)&^3
+	}
+	return c.w-c.r >= size
+}
+
 func (c *turnClient) transact(m *stun.Message) (*stun.Message, error) {
 	if _, err := c.conn.Write(m.Raw); err != nil {
 		return nil, err
