@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/ferryrelay/ferry/internal/mmsg"
-	"golang.org/x/sys/unix"
+	"github.com/ferryrelay/ferry/relay"
 )
 
 // echoPeer is the relay's peer: UDP sockets on 127.0.0.2 (SO_REUSEPORT, one per CPU) that
@@ -26,32 +26,12 @@ type echoPeer struct {
 	wg    sync.WaitGroup
 }
 
-func reusePort(_, _ string, rc syscall.RawConn) error {
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
-
 func newEchoPeer(n int) (*echoPeer, error) {
-	e := &echoPeer{}
-	lc := net.ListenConfig{Control: reusePort}
-	addr := "127.0.0.2:0"
-	for range n {
-		pc, err := lc.ListenPacket(context.Background(), "udp4", addr)
-		if err != nil {
-			e.close()
-			return nil, err
-		}
-		s := pc.(*net.UDPConn)
-		_ = s.SetReadBuffer(4 << 20)
-		_ = s.SetWriteBuffer(4 << 20)
-		e.socks = append(e.socks, s)
-		addr = s.LocalAddr().String()
+	socks, err := relay.ListenUDP(context.Background(), "udp4", "127.0.0.2:0", n, 4<<20)
+	if err != nil {
+		return nil, err
 	}
+	e := &echoPeer{socks: socks}
 	e.addr = e.socks[0].LocalAddr().(*net.UDPAddr).AddrPort()
 	for _, s := range e.socks {
 		rc, err := s.SyscallConn()
