@@ -93,7 +93,8 @@ type Memory struct {
 	AllocsPerSec  float64   `json:"allocations_per_s"` // median of the runs
 	AllocRuns     []float64 `json:"allocations_per_s_runs"`
 	CPUusPerAlloc float64   `json:"server_cpu_us_per_allocation"`
-	RSSKiB        [3]int64  `json:"rss_kib_at_0_1000_n"`
+	RSSKiB        [3]int64  `json:"rss_kib_at_0_n1_n"`
+	N1            int       `json:"n1"` // allocations at the middle RSS reading (1,000 unless -allocations is small)
 	N             int       `json:"n"`
 	KiBPerAlloc   float64   `json:"rss_kib_per_allocation"`
 	Skipped       string    `json:"skipped,omitempty"`
@@ -313,7 +314,8 @@ func (b *bench) memory(s *server) {
 	s.gc()
 	time.Sleep(200 * time.Millisecond)
 	m.RSSKiB[0], _ = rssKiB(s.p.pid())
-	first, _, err := allocateMany(*s, 0, min(1000, b.allocations), 16)
+	m.N1 = min(1000, b.allocations/2)
+	first, _, err := allocateMany(*s, 0, m.N1, 16)
 	if err != nil {
 		m.Skipped = err.Error()
 		b.Memory = append(b.Memory, m)
@@ -424,8 +426,8 @@ func (b *bench) print(w *os.File) {
 		}
 		runs := slices.Clone(m.AllocRuns)
 		slices.Sort(runs)
-		fmt.Fprintf(w, "%-11s %5.0f/%5.0f/%5.0f allocations/s (min/med/max), %3.0f µs server CPU each; RSS %d KiB idle, %d KiB at 1,000, %d KiB at %d: %.1f KiB per allocation\n",
-			m.Server, runs[0], m.AllocsPerSec, runs[len(runs)-1], m.CPUusPerAlloc, m.RSSKiB[0], m.RSSKiB[1], m.RSSKiB[2], m.N, m.KiBPerAlloc)
+		fmt.Fprintf(w, "%-11s %5.0f/%5.0f/%5.0f allocations/s (min/med/max), %3.0f µs server CPU each; RSS %d KiB idle, %d KiB at %d, %d KiB at %d: %.1f KiB per allocation\n",
+			m.Server, runs[0], m.AllocsPerSec, runs[len(runs)-1], m.CPUusPerAlloc, m.RSSKiB[0], m.RSSKiB[1], m.N1, m.RSSKiB[2], m.N, m.KiBPerAlloc)
 	}
 	fmt.Fprintln(w)
 	for _, size := range sizes {

@@ -49,8 +49,8 @@ type File struct {
 
 // RuntimeSection tunes the Go runtime's garbage collector.
 type RuntimeSection struct {
-	// GOGC is the GC target percentage (Go's GOGC); 0 keeps the environment's or Go's default
-	// (100). Lower trades CPU for memory.
+	// GOGC is the GC target percentage (Go's GOGC); 0 means the GOGC environment variable
+	// when set, else Ferry's default of 50 (cmd/ferry). Lower trades CPU for memory.
 	GOGC int `mapstructure:"gogc" yaml:"gogc"`
 	// MemoryLimit is a soft memory limit for the Go runtime (Go's GOMEMLIMIT), e.g. "1GiB";
 	// "" keeps the environment's or none.

@@ -544,9 +544,10 @@ func (s *Server) pionAuth(ra *turn.RequestAttributes) (string, []byte, bool) {
 	return ra.Username, key, true
 }
 
-func (s *Server) onAuth(_, _ net.Addr, _, _, _ string, _ string, verdict bool) {
+func (s *Server) onAuth(_, _ net.Addr, _, _, _ string, method string, verdict bool) {
 	if !verdict {
 		s.m.authFailures.WithLabelValues(auth.ReasonBadIntegrity).Inc()
+		s.log.Debug("authentication failed", "reason", auth.ReasonBadIntegrity, "method", method)
 	}
 }
 

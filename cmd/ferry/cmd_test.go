@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ferryrelay/ferry/auth"
+	"github.com/ferryrelay/ferry/config"
 )
 
 func runCmd(t *testing.T, args ...string) (string, string, error) {
@@ -88,5 +89,47 @@ func TestConfigCommands(t *testing.T) {
 	out, _, err = runCmd(t, "config", "print", "--config", good)
 	if err != nil || strings.Contains(out, "a-very-secret-secret-value") || !strings.Contains(out, "<redacted>") {
 		t.Fatalf("print must redact secrets: %v\n%s", err, out)
+	}
+}
+
+// Start-up warns when relayed addresses cannot be reached from the internet, and only then.
+func TestRelayAddressWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		bind, adv, bind6, want string
+	}{
+		{bind: "10.0.0.5", want: "private"},
+		{bind: "192.0.2.2", want: "documentation"},
+		{bind: "100.64.1.1", want: "cgnat"},
+		{bind: "127.0.0.1", want: "loopback"},
+		{bind: "10.0.0.5", adv: "198.51.100.7"}, // advertised: the operator has said
+		{bind: "8.8.8.8"},
+		{bind: "8.8.8.8", bind6: "fd00::1", want: "relay.bind_ipv6"},
+	} {
+		f, err := config.Load(config.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Relay.BindIP, f.Relay.AdvertisedIP, f.Relay.BindIPv6 = tc.bind, tc.adv, tc.bind6
+		var warnings []string
+		if _, _, _, _, err := relayIPs(f, func(m string) { warnings = append(warnings, m) }); err != nil {
+			t.Fatal(err)
+		}
+		got := strings.Join(warnings, "\n")
+		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
+			t.Errorf("%+v: warnings %q, want %q", tc, got, tc.want)
+		}
+	}
+}
+
+// The GC target: runtime.gogc, else GOGC (already applied by the runtime), else 50.
+func TestGCPercent(t *testing.T) {
+	for _, tc := range []struct {
+		configured int
+		env        string
+		want       int
+	}{{0, "", defaultGOGC}, {0, "80", 0}, {30, "80", 30}, {120, "", 120}} {
+		if got := gcPercent(tc.configured, tc.env); got != tc.want {
+			t.Errorf("gcPercent(%d, %q) = %d, want %d", tc.configured, tc.env, got, tc.want)
+		}
 	}
 }

@@ -34,8 +34,14 @@ func newConfigCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = cmd.OutOrStdout().Write(out)
-			return err
+			if _, err = cmd.OutOrStdout().Write(out); err != nil {
+				return err
+			}
+			if len(f.Auth.Secrets) == 0 {
+				// Not "no secret": serve generates one in the data directory.
+				fmt.Fprintln(cmd.OutOrStdout(), "# auth.secrets is empty: ferry serve uses (or generates) the secret in the data directory's turn-secret file")
+			}
+			return nil
 		},
 	}
 	defaults := &cobra.Command{

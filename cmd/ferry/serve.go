@@ -9,9 +9,11 @@ import (
 	"io"
 	stdlog "log"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -178,8 +180,8 @@ type server struct {
 // start opens the sockets and starts the relay. It logs ports, never addresses.
 func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, error) {
 	log := newLogger(f, logOut)
-	if f.Runtime.GOGC > 0 {
-		debug.SetGCPercent(f.Runtime.GOGC)
+	if gc := gcPercent(f.Runtime.GOGC, os.Getenv("GOGC")); gc > 0 {
+		debug.SetGCPercent(gc)
 	}
 	if limit, _ := f.Runtime.MemoryLimitBytes(); limit > 0 {
 		debug.SetMemoryLimit(limit)
@@ -189,8 +191,12 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		return nil, err
 	}
 	if generated {
-		log.Info("generated a TURN REST secret; mint a credential with: ferry credentials --user alice --ttl 1h",
-			"file", path)
+		hint := "ferry credentials --user alice --ttl 1h"
+		if f.Server.DataDir != "" { // credentials must read the same secret file
+			dir, _ := filepath.Abs(filepath.Dir(path))
+			hint += " --data-dir " + dir
+		}
+		log.Info("generated a TURN REST secret; mint a credential with: "+hint, "file", path)
 	}
 	a, err := newAuthenticator(f, secrets)
 	if err != nil {
@@ -332,15 +338,58 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 	log.Info("ferry serving", "udp_ports", ports(udpAddrs...), "tcp_ports", ports(tcpAddrs...),
 		"tls_ports", ports(tlsAddrs...), "http_port", httpPort, "admin_port", adminPort,
 		"relay_ports", fmt.Sprintf("%d-%d", f.Relay.PortMin, f.Relay.PortMax),
-		"relay_ip", relayAddrs(bind4, adv4, bind6, adv6))
+		"relay_ip", relayAddrs(bind4, adv4, bind6, adv6), "udp_sockets", udpSockets(socks),
+		"udp_gso", f.Relay.UDPGSO, "gogc", gcSetting(f.Runtime.GOGC), "memory_limit", memLimitSetting())
 	return s, nil
+}
+
+// defaultGOGC is Ferry's GC target when neither runtime.gogc nor GOGC set one: its heap is
+// long-lived allocation state and the relay path allocates nothing per packet, so a tighter
+// target costs little CPU and saves memory per allocation (README, Performance).
+const defaultGOGC = 50
+
+// gcPercent picks the GC target: runtime.gogc when set, else the GOGC environment variable
+// (which the Go runtime already applied: 0 is returned to leave it), else defaultGOGC.
+func gcPercent(configured int, env string) int {
+	switch {
+	case configured > 0:
+		return configured
+	case env != "":
+		return 0
+	default:
+		return defaultGOGC
+	}
+}
+
+// udpSockets is the number of SO_REUSEPORT sockets per UDP listen address.
+func udpSockets(l *listeners) int {
+	if len(l.udp) == 0 {
+		return 0
+	}
+	return len(l.udp[0])
+}
+
+// gcSetting describes the GC target in effect, for the start-up line.
+func gcSetting(configured int) string {
+	if gc := gcPercent(configured, os.Getenv("GOGC")); gc > 0 {
+		return strconv.Itoa(gc)
+	}
+	return os.Getenv("GOGC") + " (GOGC)"
+}
+
+// memLimitSetting describes the Go memory limit in effect, for the start-up line.
+func memLimitSetting() string {
+	if l := debug.SetMemoryLimit(-1); l < math.MaxInt64 {
+		return strconv.FormatInt(l>>20, 10) + "MiB"
+	}
+	return "none"
 }
 
 // bufferWarning says that the kernel granted got of the asked socket buffer bytes, and how to
 // raise its cap.
 func bufferWarning(key string, asked, got int) string {
 	return fmt.Sprintf("%s: the kernel capped socket buffers at %d of the %d bytes asked for; "+
-		"bursts may be dropped (ferry_turn_dropped_total does not see kernel drops, netstat -su does). "+
+		"bursts may be dropped (ferry_turn_dropped_packets_total does not see kernel drops, netstat -su does). "+
 		"Raise the cap: sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d (deploy/sysctl/99-ferry.conf)",
 		key, got, asked, asked, asked)
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/config"
+	"github.com/ferryrelay/ferry/relay"
 	"github.com/spf13/cobra"
 )
 
@@ -139,8 +140,22 @@ func relayIPs(f *config.File, warn func(string)) (bind4, bind6, adv4, adv6 netip
 	}
 	bind4 = bind4.Unmap()
 	adv4 = adv4.Unmap()
-	if bind4.IsValid() && bind4.IsPrivate() && !adv4.IsValid() {
-		warn("relayed addresses are private (relay.bind_ip); behind NAT set relay.advertised_ip, or peers outside this network cannot reach them")
+	// A relayed address peers on the internet cannot reach: the default peer policy's ranges
+	// (private, CGNAT, loopback, documentation, ...) tell which.
+	public := relay.NewPeerPolicy(nil, nil, nil, nil)
+	for _, a := range []struct {
+		key       string
+		bind, adv netip.Addr
+	}{{"relay.bind_ip", bind4, adv4}, {"relay.bind_ipv6", bind6, adv6}} {
+		if !a.bind.IsValid() || a.adv.IsValid() || a.bind.IsLoopback() && f.Relay.BindIP == "auto" {
+			continue // nothing to say, or said above
+		}
+		if a.bind.IsLoopback() {
+			warn(a.key + " is a loopback address: only clients and peers on this host can use the relay")
+		} else if ok, reason := public.Allowed(a.bind); !ok {
+			warn(fmt.Sprintf("relayed addresses are not publicly routable (%s is in a %s range); behind NAT "+
+				"set the advertised address, or peers outside this network cannot reach them", a.key, reason))
+		}
 	}
 	return
 }
