@@ -520,8 +520,8 @@ func (f *File) Validate() []error {
 				continue
 			}
 			k := l.network + " " + a
-			if other, dup := seen[k]; dup {
-				add("%s: %q is also in %s", l.key, a, other)
+			if other, dup := seen[k]; dup && (l.key != "http.listen" || other != "turn.tls_listen") {
+				add("%s: %q is also in %s", l.key, a, other) // (HTTPS may share a TURN TLS port)
 			}
 			seen[k] = l.key
 		}

@@ -169,6 +169,7 @@ func TestRetentionOver48hNeedsOptIn(t *testing.T) {
 	}
 }
 
+// Two listeners on one address are a mistake, except HTTPS sharing a TURN TLS port (443).
 func TestTLSPairAndDuplicateListeners(t *testing.T) {
 	dir := t.TempDir()
 	junk := filepath.Join(dir, "junk.pem")
@@ -180,12 +181,12 @@ turn:
   tls_cert_file: `+junk+`
   tls_key_file: `+junk+`
 http:
-  listen: "0.0.0.0:5349"
+  listen: "0.0.0.0:3478"
 `)
 	_, err := Load(Options{Path: p})
 	for _, want := range []string{
 		`turn.udp_listen: "0.0.0.0:3478" is also in turn.udp_listen`,
-		`http.listen: "0.0.0.0:5349" is also in turn.tls_listen`,
+		`http.listen: "0.0.0.0:3478" is also in turn.tcp_listen`,
 		"turn.tls_cert_file and tls_key_file",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -52,6 +52,15 @@ type Config struct {
 	TCP       []net.Listener
 	TLS       []net.Listener
 	TLSConfig *tls.Config
+	// SharedTLS lists TLS listeners that also serve HTTPS (one port 443 for both): a
+	// connection whose ALPN is h2 or http/1.1, or that offered no ALPN and whose first byte
+	// cannot start a STUN message, is handed to HTTPHandoff after the handshake; ALPN
+	// stun.turn (RFC 7443) or a first STUN message makes it TURN. TLSConfig serves them too:
+	// its GetCertificate picks the certificate by SNI.
+	SharedTLS []net.Listener
+	// HTTPHandoff takes ownership of the HTTPS connections of SharedTLS listeners (already
+	// handshaken, a *tls.Conn unless its first byte had to be read). Required with SharedTLS.
+	HTTPHandoff func(net.Conn)
 
 	// RelayIPv4 and RelayIPv6 are the addresses relay sockets bind to; an invalid address
 	// disables that family. At least one is required.
@@ -183,11 +192,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RelayIPv4.IsUnspecified() || cfg.RelayIPv6.IsUnspecified() {
 		return nil, errors.New("relay: a relay address must be a specific address, not the unspecified address")
 	}
-	if len(cfg.UDP) == 0 && len(cfg.TCP) == 0 && len(cfg.TLS) == 0 {
+	if len(cfg.UDP) == 0 && len(cfg.TCP) == 0 && len(cfg.TLS) == 0 && len(cfg.SharedTLS) == 0 {
 		return nil, errors.New("relay: no listeners")
 	}
-	if len(cfg.TLS) > 0 && cfg.TLSConfig == nil {
+	if len(cfg.TLS)+len(cfg.SharedTLS) > 0 && cfg.TLSConfig == nil {
 		return nil, errors.New("relay: TLS listeners need a TLS config")
+	}
+	if len(cfg.SharedTLS) > 0 && cfg.HTTPHandoff == nil {
+		return nil, errors.New("relay: shared TLS listeners need an HTTP handoff")
 	}
 	if cfg.PortMin == 0 && cfg.PortMax == 0 {
 		cfg.PortMin, cfg.PortMax = 49152, 65535
@@ -289,7 +301,12 @@ func New(cfg Config) (*Server, error) {
 		s.stream = append(s.stream, newStreamListener(s, ln, TCP, nil))
 	}
 	for _, ln := range cfg.TLS {
-		s.stream = append(s.stream, newStreamListener(s, ln, TLS, cfg.TLSConfig))
+		s.stream = append(s.stream, newStreamListener(s, ln, TLS, turnTLSConfig(cfg.TLSConfig, false)))
+	}
+	for _, ln := range cfg.SharedTLS {
+		l := newStreamListener(s, ln, TLS, turnTLSConfig(cfg.TLSConfig, true))
+		l.handoff = cfg.HTTPHandoff
+		s.stream = append(s.stream, l)
 	}
 	for _, l := range s.stream {
 		if ap, ok := addrPortOf(l.ln.Addr()); ok {

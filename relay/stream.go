@@ -28,6 +28,7 @@ type streamListener struct {
 	once      sync.Once
 	handshake chan struct{} // bounds concurrent TLS handshakes
 	lastWarn  time.Time
+	handoff   func(net.Conn) // HTTPS connections of a listener shared with HTTP; nil: TURN only
 }
 
 const (
@@ -97,7 +98,21 @@ func (l *streamListener) acceptLoop(wg *sync.WaitGroup) {
 				_ = c.Close()
 				return
 			}
-			l.deliver(tc, release)
+			if l.handoff == nil {
+				l.deliver(tc, release)
+				return
+			}
+			conn, http, err := routeShared(l.ctx, tc, tlsHandshakeTimeout)
+			switch {
+			case err != nil:
+				release()
+				_ = c.Close()
+			case http:
+				release() // the HTTP server's own limits govern it from here
+				l.handoff(conn)
+			default:
+				l.deliver(conn, release)
+			}
 		})
 	}
 }

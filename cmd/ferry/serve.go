@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,12 +53,51 @@ func newServeCmd() *cobra.Command {
 
 // listeners are the sockets serve opened; main owns ports and TLS, components get sockets.
 type listeners struct {
-	udp   [][]*net.UDPConn
-	tcp   []net.Listener
-	tls   []net.Listener
-	http  net.Listener // nil when http.listen is ""
-	admin net.Listener // nil when admin.listen is ""
+	udp       [][]*net.UDPConn
+	tcp       []net.Listener
+	tls       []net.Listener
+	sharedTLS []net.Listener // turn.tls_listen entries that http.listen names too (one port 443)
+	http      net.Listener   // nil when http.listen is ""; a handoffListener when shared
+	admin     net.Listener   // nil when admin.listen is ""
 }
+
+// handoffListener is the HTTP server's listener on a TLS port it shares with TURN: the relay
+// hands it the connections that speak HTTP (relay.Config.HTTPHandoff).
+type handoffListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// handoff gives c to the HTTP server, or closes it when the server has stopped.
+func (l *handoffListener) handoff(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		_ = c.Close()
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
 
 // close closes every socket; on the way up, before the HTTP servers own theirs.
 func (l *listeners) close() {
@@ -76,7 +116,7 @@ func (l *listeners) closeTURN() {
 			_ = s.Close()
 		}
 	}
-	for _, ln := range append(l.tcp, l.tls...) {
+	for _, ln := range slices.Concat(l.tcp, l.tls, l.sharedTLS) {
 		_ = ln.Close()
 	}
 }
@@ -127,9 +167,14 @@ func openListeners(ctx context.Context, f *config.File, warn func(string)) (*lis
 		if err != nil {
 			return fail(fmt.Errorf("turn: listen tls %s: %w", a, err))
 		}
+		if sharedWithHTTP(f, a) && l.http == nil {
+			l.sharedTLS = append(l.sharedTLS, ln)
+			l.http = newHandoffListener(ln.Addr())
+			continue
+		}
 		l.tls = append(l.tls, ln)
 	}
-	if a := f.HTTP.Listen; a != "" {
+	if a := f.HTTP.Listen; a != "" && l.http == nil {
 		ln, err := lc.Listen(ctx, listenNetwork("tcp", a), a)
 		if err != nil {
 			return fail(fmt.Errorf("http: listen %s: %w", a, err))
@@ -144,6 +189,46 @@ func openListeners(ctx context.Context, f *config.File, warn func(string)) (*lis
 		l.admin = ln
 	}
 	return l, nil
+}
+
+// handoff is relay.Config.HTTPHandoff: nil unless HTTP shares a TLS port with TURN.
+func (l *listeners) handoff() func(net.Conn) {
+	if h, ok := l.http.(*handoffListener); ok {
+		return h.handoff
+	}
+	return nil
+}
+
+// bySNI serves, from several certificate sources, the first whose certificate names the
+// server name the client asked for (SNI), or the first source's when none does or the
+// client sent none.
+func bySNI(sources ...func(*tls.ClientHelloInfo) (*tls.Certificate, error)) func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		var first *tls.Certificate
+		for _, get := range sources {
+			c, err := get(hello)
+			if err != nil {
+				continue
+			}
+			if hello.ServerName != "" && hello.SupportsCertificate(c) == nil {
+				return c, nil
+			}
+			if first == nil {
+				first = c
+			}
+		}
+		if first == nil {
+			return nil, errors.New("no certificate")
+		}
+		return first, nil
+	}
+}
+
+// sharedWithHTTP reports whether the TURN TLS address a is also http.listen: one port (443)
+// for turns: and the HTTPS API, told apart by ALPN. Port 0 means "any free port", so two
+// such entries are two listeners.
+func sharedWithHTTP(f *config.File, a string) bool {
+	return a == f.HTTP.Listen && !strings.HasSuffix(a, ":0")
 }
 
 func portsOf(addrs []net.Addr) []int {
@@ -218,6 +303,14 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 			return nil, err
 		}
 		tlsConf = &tls.Config{GetCertificate: r.get, MinVersion: tls.VersionTLS12}
+		if f.HTTP.TLSCertFile != "" && slices.ContainsFunc(f.TURN.TLSListen, func(a string) bool { return sharedWithHTTP(f, a) }) {
+			// One port for both: the client's SNI picks the HTTP or the TURN certificate.
+			h, err := newCertReloader(f.HTTP.TLSCertFile, f.HTTP.TLSKeyFile, func(t time.Time) { certs.Set("http", t) })
+			if err != nil {
+				return nil, fmt.Errorf("http: %w", err)
+			}
+			tlsConf.GetCertificate = bySNI(r.get, h.get)
+		}
 	}
 	var allowed, denied []netip.Prefix
 	for _, s := range f.Relay.AllowedPeers {
@@ -261,6 +354,8 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		UDP:                   socks.udp,
 		TCP:                   socks.tcp,
 		TLS:                   socks.tls,
+		SharedTLS:             socks.sharedTLS,
+		HTTPHandoff:           socks.handoff(),
 		TLSConfig:             tlsConf,
 		RelayIPv4:             bind4,
 		RelayIPv6:             bind6,
@@ -300,7 +395,7 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 	for _, l := range socks.tcp {
 		tcpAddrs = append(tcpAddrs, l.Addr())
 	}
-	for _, l := range socks.tls {
+	for _, l := range slices.Concat(socks.tls, socks.sharedTLS) {
 		tlsAddrs = append(tlsAddrs, l.Addr())
 	}
 	s := &server{relay: srv, alloclog: alog, socks: socks, log: log}
@@ -318,6 +413,9 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		}
 		if len(f.API.Keys) == 0 {
 			log.Warn("no API keys configured: /v1/ice-servers answers 401; create one with: ferry apikey new --name app")
+		}
+		if _, shared := socks.http.(*handoffListener); shared {
+			h.TLSConfig = nil // the relay's shared listener did the handshake (and picked by SNI)
 		}
 		s.http, s.httpDone = h, make(chan error, 1)
 		go func() { s.httpDone <- serveHTTP(h, socks.http) }()
@@ -455,6 +553,9 @@ func serve(ctx context.Context, f *config.File, logOut io.Writer, started func(*
 	return nil
 }
 
+// certCheckInterval is how often a handshake may look at the certificate files' times.
+const certCheckInterval = time.Second
+
 // certReloader serves a certificate from PEM files and reloads it when the files change, so
 // a renewed certificate takes effect without dropping allocations.
 type certReloader struct {
@@ -506,7 +607,7 @@ func latestModTime(files ...string) time.Time {
 func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if now := time.Now(); now.Sub(r.checked) > 10*time.Second {
+	if now := time.Now(); now.Sub(r.checked) >= certCheckInterval {
 		r.checked = now
 		if latestModTime(r.certFile, r.keyFile).After(r.modTime) {
 			if err := r.load(); err != nil {
