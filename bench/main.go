@@ -6,6 +6,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -38,8 +39,22 @@ func main() {
 		}
 		return
 	}
-	if *quick {
-		*dur, *repeats, *allocs = 500*time.Millisecond, 1, 1000
+	if *quick { // short defaults; flags given explicitly still win
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["duration"] {
+			*dur = 500 * time.Millisecond
+		}
+		if !set["repeats"] {
+			*repeats = 1
+		}
+		if !set["allocations"] {
+			*allocs = 1000
+		}
+	}
+	if err := checkFlags(*dur, *repeats, *allocs, strings.Split(*only, ","), strings.Split(*phases, ","), transports); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
 	}
 	b := &bench{dur: *dur, repeats: *repeats, allocations: *allocs,
 		servers: strings.Split(*only, ","), phases: strings.Split(*phases, ",")}
@@ -53,6 +68,37 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("\nresults: %s\n", *out)
+}
+
+// checkFlags refuses settings that cannot measure anything.
+func checkFlags(dur time.Duration, repeats, allocs int, servers, phases, ts []string) error {
+	var problems []string
+	if dur <= 0 {
+		problems = append(problems, "-duration must be positive")
+	}
+	if repeats < 1 {
+		problems = append(problems, "-repeats must be at least 1")
+	}
+	if allocs < 2 && slices.Contains(phases, "memory") {
+		problems = append(problems, "-allocations must be at least 2 for the memory phase")
+	}
+	for _, l := range []struct {
+		flag  string
+		got   []string
+		known []string
+	}{{"-servers", servers, []string{"raw", "raw-gso", "ferry", "ferry-nomon", "coturn"}},
+		{"-phases", phases, []string{"capacity", "open-loop", "memory"}},
+		{"-transports", ts, []string{"udp", "tcp", "tls"}}} {
+		for _, v := range l.got {
+			if !slices.Contains(l.known, v) {
+				problems = append(problems, fmt.Sprintf("%s: unknown %q (known: %s)", l.flag, v, strings.Join(l.known, ", ")))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
 }
 
 const (

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"net/url"
@@ -60,11 +61,23 @@ type RuntimeSection struct {
 // MemoryLimitBytes parses runtime.memory_limit ("512MiB", "2GiB", "1000000"), or returns -1
 // for "".
 func (r RuntimeSection) MemoryLimitBytes() (int64, error) {
-	if strings.TrimSpace(r.MemoryLimit) == "" {
+	if s := strings.TrimSpace(r.MemoryLimit); s == "" || s == "0" {
 		return -1, nil
 	}
-	return parseSize("runtime.memory_limit", r.MemoryLimit)
+	n, err := parseSize("runtime.memory_limit", r.MemoryLimit)
+	if err == nil && n < minMemoryLimit {
+		hint := ""
+		if _, bare := strconv.Atoi(strings.TrimSpace(r.MemoryLimit)); bare == nil {
+			hint = fmt.Sprintf(" (a bare number is bytes: did you mean %sMiB?)", strings.TrimSpace(r.MemoryLimit))
+		}
+		return 0, fmt.Errorf("runtime.memory_limit: %q is less than 64MiB%s", r.MemoryLimit, hint)
+	}
+	return n, err
 }
+
+// minMemoryLimit is the smallest runtime.memory_limit taken: below it the collector would run
+// without pause (a bare "512" is bytes, not megabytes).
+const minMemoryLimit = 64 << 20
 
 // parseSize parses a byte size: a positive integer with an optional B, KiB, MiB, GiB or TiB
 // suffix ("512MiB", "4MiB", "1000000"). key names the setting in the error.
@@ -311,8 +324,13 @@ func Load(opts Options) (*File, error) {
 			continue
 		}
 		key := strings.ToLower(strings.TrimPrefix(name, envPrefix))
-		if !known[key] {
+		emptyOK, ok := known[key]
+		switch _, value, _ := strings.Cut(kv, "="); {
+		case !ok:
 			problems = append(problems, fmt.Errorf("environment: %s is not a configuration key", name))
+		case value == "" && !emptyOK:
+			// A switch or a number has no empty value: the variable is a mistake.
+			problems = append(problems, fmt.Errorf("environment: %s is empty; give it a value or unset it", name))
 		}
 	}
 	if opts.Flags != nil {
@@ -326,7 +344,7 @@ func Load(opts Options) (*File, error) {
 	}
 	var f File
 	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
-		durationNeedsUnit, mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(",")))
+		durationNeedsUnit, strictScalars, mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(",")))
 	if err := v.UnmarshalExact(&f, hook); err != nil {
 		problems = append(problems, decodeProblems(err, defaultKeys)...)
 	}
@@ -339,12 +357,51 @@ func Load(opts Options) (*File, error) {
 }
 
 // knownKeys returns the underscore-joined keys (as in FERRY_ variables) of the defaults.
+// The value is true for keys that take an empty value: lists (emptied) and text (often ""
+// means "off"), not booleans or numbers.
 func knownKeys(v *viper.Viper) map[string]bool {
 	m := map[string]bool{}
 	for _, k := range v.AllKeys() {
-		m[strings.ReplaceAll(k, ".", "_")] = true
+		switch v.Get(k).(type) {
+		case []any, string:
+			m[strings.ReplaceAll(k, ".", "_")] = true
+		default:
+			m[strings.ReplaceAll(k, ".", "_")] = false
+		}
 	}
 	return m
+}
+
+// strictScalars refuses what weak typing would bend: a fraction or an out-of-range number
+// into a whole number (udp_sockets: 2.7), a boolean into a number or text (socket_buffer:
+// true), and a fraction into text (socket_buffer: 4.0 would read as 4 bytes).
+func strictScalars(from, to reflect.Type, data any) (any, error) {
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if to == durationType {
+			return data, nil
+		}
+		switch v := data.(type) {
+		case float64:
+			if v != math.Trunc(v) || v >= math.MaxInt64 || v <= math.MinInt64 {
+				return nil, fmt.Errorf("%v is not a whole number in range", v)
+			}
+		case bool:
+			return nil, fmt.Errorf("%v is not a number", v)
+		case string:
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a whole number", v)
+			}
+			return n, nil
+		}
+	case reflect.String:
+		switch from.Kind() {
+		case reflect.Bool, reflect.Float32, reflect.Float64:
+			return nil, fmt.Errorf("%v is not a value this setting takes", data)
+		}
+	}
+	return data, nil
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))

@@ -196,10 +196,16 @@ http:
 }
 
 func TestRuntimeSettings(t *testing.T) {
-	for in, want := range map[string]int64{"": -1, "512MiB": 512 << 20, "2GiB": 2 << 30, "1000": 1000, "64KiB": 64 << 10} {
+	for in, want := range map[string]int64{"": -1, "0": -1, "512MiB": 512 << 20, "2GiB": 2 << 30, "67108864": 64 << 20} {
 		got, err := RuntimeSection{MemoryLimit: in}.MemoryLimitBytes()
 		if err != nil || got != want {
 			t.Errorf("%q: %d %v, want %d", in, got, err, want)
+		}
+	}
+	// A bare small number is bytes, surely not what was meant.
+	for in, want := range map[string]string{"512": "did you mean 512MiB", "64KiB": "less than 64MiB"} {
+		if _, err := (RuntimeSection{MemoryLimit: in}).MemoryLimitBytes(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", in, err, want)
 		}
 	}
 	p := write(t, "runtime:\n  gogc: -5\n  memory_limit: lots\n")
@@ -236,5 +242,31 @@ func TestSocketSettings(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}
+	}
+}
+
+// Values weak typing would bend are refused, each named: fractions and booleans where a
+// number belongs, out-of-range numbers, and an empty environment variable for a scalar.
+func TestScalarsAreStrict(t *testing.T) {
+	p := write(t, "turn:\n  udp_sockets: 2.7\n  socket_buffer: true\nrelay:\n  socket_buffer: 4.0\n  max_permissions: 99999999999999999999\nruntime:\n  gogc: true\n")
+	_, err := Load(Options{Path: p, Environ: []string{"FERRY_RELAY_UDP_GSO=", "FERRY_AUTH_SECRETS="}})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"turn.udp_sockets", "2.7", "turn.socket_buffer", "relay.socket_buffer",
+		"relay.max_permissions", "runtime.gogc", "FERRY_RELAY_UDP_GSO is empty"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "FERRY_AUTH_SECRETS") {
+		t.Errorf("an empty list variable is allowed: %v", err)
+	}
+	// Whole numbers as text (environment variables) still work.
+	t.Setenv("FERRY_TURN_UDP_SOCKETS", "3")
+	t.Setenv("FERRY_RUNTIME_GOGC", "80")
+	f, err := Load(Options{Environ: os.Environ()})
+	if err != nil || f.TURN.UDPSockets != 3 || f.Runtime.GOGC != 80 {
+		t.Fatalf("env numbers: %+v %v", f.Runtime, err)
 	}
 }

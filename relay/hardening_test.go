@@ -275,3 +275,38 @@ func TestTCPAllocations(t *testing.T) {
 		}
 	}
 }
+
+// A flood of Allocates with a wrong password from one address (valid nonce and realm, so
+// only the integrity check can refuse them) gets a bounded number of 401s, stays out of
+// pion's control queue, and leaves other clients able to allocate at once.
+func TestWrongPasswordFloodIsBounded(t *testing.T) {
+	env := newTestEnv(t, func(c *Config) { c.UnauthRate, c.UnauthBurst = 20, 40 })
+	flooder := dialClient(t, "udp", env.udp, "127.0.0.5:0")
+	cred := env.cred(t, "u-flood", time.Hour)
+	if code, _ := flooder.allocate(cred.Username, "not the password"); code != 401 {
+		t.Fatalf("wrong password: %d, want 401", code)
+	}
+	const n = 3000
+	for range n {
+		flooder.send(flooder.build(stun.MethodAllocate, udpTransport).Raw)
+	}
+	answers := 0
+	for {
+		if _, err := flooder.recv(300 * time.Millisecond); err != nil {
+			break
+		}
+		answers++
+	}
+	// The bucket holds 40 and refills 20/s; the flood and the drain take well under 2 s.
+	if answers > 40+2*20+10 {
+		t.Fatalf("%d answers to %d wrong-password Allocates", answers, n)
+	}
+	if d := testutil.ToFloat64(env.srv.m.dropped.WithLabelValues(dropRateLimited)); d < n/2 {
+		t.Fatalf("%v dropped as rate limited", d)
+	}
+	legit := dialClient(t, "udp", env.udp, "127.0.0.6:0")
+	good := env.cred(t, "u-legit", time.Hour)
+	if code, _ := legit.allocate(good.Username, good.Password); code != 0 {
+		t.Fatalf("a legitimate Allocate after the flood: %d", code)
+	}
+}

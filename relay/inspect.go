@@ -167,12 +167,13 @@ func (s *Server) inspect(raw []byte, t Transport, server, client netip.AddrPort,
 	}
 	existing := s.allocs.get(tupleKey{stream: t != UDP, server: server, client: client})
 	v := s.judge(m, t, existing, username.String())
-	if v.code == 0 && !v.deleted && !s.auth.SeveralSecrets() {
-		return true
-	}
+	// Every authenticated request is checked here, on the listener's readers, before it may
+	// queue for pion's control loop: a flood of requests with a wrong password would
+	// otherwise fill that queue and hold up other clients' Allocates. A failure costs about
+	// two HMACs and gets pion's 401 only within the unauthenticated-answer limit.
 	key, reason := s.authenticate(username.String(), realm.String(), m.Type.Method, client, m)
 	if reason != "" {
-		return s.allowUnauthenticated(t, client) // pion answers 401 or 438 and counts why
+		return s.allowUnauthenticated(t, client) // pion answers 401 and counts why
 	}
 	if v.code != 0 {
 		for _, r := range v.denials {

@@ -21,7 +21,9 @@ const MaxUDPSockets = 64
 //
 // Before opening the group, ListenUDP binds the address once without SO_REUSEPORT: if another
 // process (an old Ferry still running) holds the port, the error is "address already in use"
-// rather than a silent share of its traffic. Errors are wrapped with the address.
+// rather than a silent share of its traffic. (Two processes that probe within the same
+// microseconds can still both get the port; the kernel offers no exclusive SO_REUSEPORT
+// group.) Errors are wrapped with the address.
 func ListenUDP(ctx context.Context, network, addr string, n, bufBytes int) ([]*net.UDPConn, error) {
 	n = max(1, min(n, MaxUDPSockets))
 	var plain net.ListenConfig

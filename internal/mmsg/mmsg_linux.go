@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -196,11 +197,12 @@ var gsoOff atomic.Bool
 const MaxGSOSegments = 64
 
 // WriteGSO sends buf as len(buf)/seg datagrams of seg bytes (the last may be shorter) to dst
-// in one system call with UDP GSO (UDP_SEGMENT). It returns false without sending when GSO is
-// unavailable (old kernel, or refused once before): the caller then sends the datagrams one
-// by one or with Write.
+// in one system call with UDP GSO (UDP_SEGMENT). It returns false without sending when GSO
+// cannot carry this batch: the kernel lacks it, or refused this batch (segments larger than
+// the route's MTU, EMSGSIZE or EINVAL; a route without checksum offload, EIO). The caller
+// then sends the datagrams with Write, which the kernel fragments where it must.
 func (w *Writer) WriteGSO(rc syscall.RawConn, v6 bool, buf []byte, seg int, dst netip.AddrPort) (bool, error) {
-	if gsoOff.Load() || seg <= 0 || len(buf) <= seg || (len(buf)+seg-1)/seg > MaxGSOSegments {
+	if !GSOAvailable() || seg <= 0 || len(buf) <= seg || (len(buf)+seg-1)/seg > MaxGSOSegments {
 		return false, nil
 	}
 	w.gsoBuf = buf
@@ -222,10 +224,11 @@ func (w *Writer) WriteGSO(rc syscall.RawConn, v6 bool, buf []byte, seg int, dst 
 	switch {
 	case w.err == nil:
 		return true, nil
-	case errors.Is(w.err, unix.EIO), errors.Is(w.err, unix.EINVAL), errors.Is(w.err, unix.ENOPROTOOPT),
-		errors.Is(w.err, unix.EOPNOTSUPP):
-		gsoOff.Store(true) // no GSO here: never try again
+	case errors.Is(w.err, unix.ENOPROTOOPT), errors.Is(w.err, unix.EOPNOTSUPP):
+		gsoOff.Store(true) // no GSO in this kernel: never try again
 		return false, nil
+	case errors.Is(w.err, unix.EMSGSIZE), errors.Is(w.err, unix.EINVAL), errors.Is(w.err, unix.EIO):
+		return false, nil // not for this batch or route; nothing was sent
 	}
 	return true, w.err
 }
@@ -241,8 +244,23 @@ func (w *Writer) trySendGSO(fd uintptr) bool {
 	return true
 }
 
-// GSOAvailable reports whether GSO has not been found missing.
-func GSOAvailable() bool { return !gsoOff.Load() }
+// gsoProbe asks the kernel once whether it knows UDP_SEGMENT (Linux 4.18+).
+var gsoProbe sync.Once
+
+// GSOAvailable reports whether the kernel supports UDP GSO (and has not refused it since).
+func GSOAvailable() bool {
+	gsoProbe.Do(func() {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return // cannot tell: try, and let a send say
+		}
+		if _, err := unix.GetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT); err != nil {
+			gsoOff.Store(true)
+		}
+		_ = unix.Close(fd)
+	})
+	return !gsoOff.Load()
+}
 
 func wrapClosed(err error) error {
 	if errors.Is(err, net.ErrClosed) {

@@ -109,3 +109,24 @@ func TestGSO(t *testing.T) {
 		t.Fatalf("%v allocations per GSO send", n)
 	}
 }
+
+// A batch the kernel refuses for its size (here, more than a UDP datagram can carry) is
+// left to the caller's sendmmsg fallback: nothing is lost and GSO stays on for the next.
+func TestGSORefusedBatchFallsBack(t *testing.T) {
+	if !GSOAvailable() {
+		t.Skip("no UDP GSO on this kernel")
+	}
+	a, b := pair(t, "udp4", "127.0.0.1")
+	ra, _ := a.SyscallConn()
+	w := NewWriter()
+	used, err := w.WriteGSO(ra, false, make([]byte, 70000), 35000, b.LocalAddr().(*net.UDPAddr).AddrPort())
+	if used || err != nil {
+		t.Fatalf("oversized GSO batch: used %t, %v; want a fallback", used, err)
+	}
+	if !GSOAvailable() {
+		t.Fatal("one refused batch turned GSO off")
+	}
+	if used, err := w.WriteGSO(ra, false, make([]byte, 200), 100, b.LocalAddr().(*net.UDPAddr).AddrPort()); !used || err != nil {
+		t.Fatalf("the next batch: used %t, %v", used, err)
+	}
+}
