@@ -76,21 +76,7 @@ api:
 	resp.Body.Close()
 	cred := ice.ICEServers[1]
 
-	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("127.0.0.2")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		buf := make([]byte, 2000)
-		for {
-			n, a, err := echo.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteTo(buf[:n], a)
-		}
-	}()
+	echo := startEcho(t)
 
 	conn, err := net.ListenPacket("udp4", clientIP+":0")
 	if err != nil {

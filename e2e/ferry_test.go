@@ -170,6 +170,29 @@ func (p *ferryProc) secret(t *testing.T) string {
 	return strings.TrimSpace(string(b))
 }
 
+// startEcho runs a UDP echo peer on 127.0.0.2 until the test ends.
+func startEcho(t *testing.T) *net.UDPConn {
+	t.Helper()
+	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("127.0.0.2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2000)
+		for {
+			n, a, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = echo.WriteTo(buf[:n], a)
+		}
+	}()
+	t.Cleanup(func() { _ = echo.Close(); <-done })
+	return echo
+}
+
 // freeUDPPort returns a port that was free on ip a moment ago (for programs that cannot
 // bind port 0 and report it).
 func freeUDPPort(t *testing.T, ip string) int {

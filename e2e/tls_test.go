@@ -139,21 +139,7 @@ http:
 		tr.CloseIdleConnections()
 	}
 
-	echo, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("127.0.0.2")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer echo.Close()
-	go func() {
-		buf := make([]byte, 2000)
-		for {
-			n, a, err := echo.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = echo.WriteTo(buf[:n], a)
-		}
-	}()
+	echo := startEcho(t)
 	tc, err := tls.Dial("tcp4", addr, &tls.Config{RootCAs: roots, ServerName: "turn.clinic.test"})
 	if err != nil {
 		t.Fatalf("TURN client: %v", err)
