@@ -1,6 +1,7 @@
 package alloclog
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -124,15 +125,9 @@ type logMetrics struct {
 // Open opens the database, purges it once and starts the writer. Errors name the file and
 // what is wrong with it (corrupt, not a database, not writable).
 func Open(ctx context.Context, cfg Config) (*Log, error) {
-	if cfg.Retention == 0 {
-		cfg.Retention = DefaultRetention
-	}
-	if cfg.PurgeInterval == 0 {
-		cfg.PurgeInterval = DefaultPurgeInterval
-	}
-	if cfg.QueueLen == 0 {
-		cfg.QueueLen = DefaultQueueLen
-	}
+	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
+	cfg.PurgeInterval = cmp.Or(cfg.PurgeInterval, DefaultPurgeInterval)
+	cfg.QueueLen = cmp.Or(cfg.QueueLen, DefaultQueueLen)
 	l := &Log{cfg: cfg, now: cfg.Now, log: cfg.Logger, queue: make(chan event, cfg.QueueLen), done: make(chan struct{})}
 	if l.now == nil {
 		l.now = time.Now

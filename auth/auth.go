@@ -130,9 +130,6 @@ func New(cfg Config) (*Authenticator, error) {
 // CanIssue reports whether REST credentials can be issued (at least one secret is configured).
 func (a *Authenticator) CanIssue() bool { return len(a.secrets) > 0 }
 
-// SeveralSecrets reports whether more than one REST secret verifies (during a rotation).
-func (a *Authenticator) SeveralSecrets() bool { return len(a.secrets) > 1 }
-
 // MaxTTL returns the longest lifetime Issue hands out.
 func (a *Authenticator) MaxTTL() time.Duration { return a.maxTTL }
 

@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -207,27 +208,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.PortMin == 0 || cfg.PortMin > cfg.PortMax {
 		return nil, fmt.Errorf("relay: bad relay port range %d-%d", cfg.PortMin, cfg.PortMax)
 	}
-	setDefault(&cfg.AllocationLifetime, DefaultAllocationLifetime)
-	setDefault(&cfg.PermissionLifetime, DefaultPermissionLifetime)
-	setDefault(&cfg.ChannelLifetime, DefaultChannelLifetime)
-	setDefault(&cfg.MaxAllocationAge, DefaultMaxAllocationAge)
-	setDefault(&cfg.SweepInterval, 10*time.Second)
-	setDefault(&cfg.IdleTimeout, 60*time.Second)
-	if cfg.MaxPermissions == 0 {
-		cfg.MaxPermissions = DefaultMaxPermissions
-	}
-	if cfg.MaxConnectionsPerIP == 0 {
-		cfg.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
-	}
-	if cfg.MaxConnections == 0 {
-		cfg.MaxConnections = DefaultMaxConnections
-	}
-	if cfg.UnauthRate == 0 {
-		cfg.UnauthRate = DefaultUnauthRate
-	}
-	if cfg.UnauthBurst == 0 {
-		cfg.UnauthBurst = DefaultUnauthBurst
-	}
+	cfg.AllocationLifetime = cmp.Or(cfg.AllocationLifetime, DefaultAllocationLifetime)
+	cfg.PermissionLifetime = cmp.Or(cfg.PermissionLifetime, DefaultPermissionLifetime)
+	cfg.ChannelLifetime = cmp.Or(cfg.ChannelLifetime, DefaultChannelLifetime)
+	cfg.MaxAllocationAge = cmp.Or(cfg.MaxAllocationAge, DefaultMaxAllocationAge)
+	cfg.SweepInterval = cmp.Or(cfg.SweepInterval, 10*time.Second)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, 60*time.Second)
+	cfg.MaxPermissions = cmp.Or(cfg.MaxPermissions, DefaultMaxPermissions)
+	cfg.MaxConnectionsPerIP = cmp.Or(cfg.MaxConnectionsPerIP, DefaultMaxConnectionsPerIP)
+	cfg.MaxConnections = cmp.Or(cfg.MaxConnections, DefaultMaxConnections)
+	cfg.UnauthRate = cmp.Or(cfg.UnauthRate, DefaultUnauthRate)
+	cfg.UnauthBurst = cmp.Or(cfg.UnauthBurst, DefaultUnauthBurst)
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -362,12 +353,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.wg.Go(s.janitor)
 	return s, nil
-}
-
-func setDefault(d *time.Duration, v time.Duration) {
-	if *d == 0 {
-		*d = v
-	}
 }
 
 // interfaceIPs returns the addresses of this host's network interfaces.

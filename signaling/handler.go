@@ -3,6 +3,7 @@
 package signaling
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -152,18 +153,10 @@ type handler struct {
 // NewHandler returns the signaling HTTP handler: GET/POST /v1/ice-servers, /healthz and
 // /readyz. Errors are JSON {"error":{"code","message"}}; nothing about a request is logged.
 func NewHandler(cfg Config) http.Handler {
-	if cfg.DefaultTTL == 0 {
-		cfg.DefaultTTL = DefaultTTL
-	}
-	if cfg.RatePerKey == 0 {
-		cfg.RatePerKey = DefaultRatePerKey
-	}
-	if cfg.BurstPerKey == 0 {
-		cfg.BurstPerKey = DefaultBurstPerKey
-	}
-	if cfg.MaxBodyBytes == 0 {
-		cfg.MaxBodyBytes = DefaultMaxBodyBytes
-	}
+	cfg.DefaultTTL = cmp.Or(cfg.DefaultTTL, DefaultTTL)
+	cfg.RatePerKey = cmp.Or(cfg.RatePerKey, DefaultRatePerKey)
+	cfg.BurstPerKey = cmp.Or(cfg.BurstPerKey, DefaultBurstPerKey)
+	cfg.MaxBodyBytes = cmp.Or(cfg.MaxBodyBytes, DefaultMaxBodyBytes)
 	h := &handler{cfg: cfg, now: cfg.Now, limits: map[string]*rate.Limiter{}, origins: map[string]bool{}}
 	if h.now == nil {
 		h.now = time.Now
