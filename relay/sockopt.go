@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"syscall"
 
@@ -93,10 +94,7 @@ func setSocketBuffers(c syscall.Conn, bytes int, readBack bool) (granted int, er
 	}
 	var serr error
 	cerr := rc.Control(func(fd uintptr) {
-		granted = int(^uint(0) >> 1)
-		if !readBack {
-			granted = 0
-		}
+		granted = math.MaxInt
 		for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
 			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], bytes) != nil {
 				if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], bytes); serr != nil {
@@ -115,6 +113,9 @@ func setSocketBuffers(c syscall.Conn, bytes int, readBack bool) (granted int, er
 	})
 	if err := errors.Join(cerr, serr); err != nil {
 		return 0, fmt.Errorf("socket buffers: %w", err)
+	}
+	if !readBack {
+		return 0, nil
 	}
 	return granted, nil
 }
