@@ -76,23 +76,3 @@ func TestAllocationEndReasons(t *testing.T) {
 		t.Fatalf("allocations left: %d", n)
 	}
 }
-
-// Allocation ids grow within a process, even when the clock steps back, and stay positive
-// int64 values (the allocation log's primary key).
-func TestAllocationIDsGrow(t *testing.T) {
-	env := newTestEnv(t)
-	var prev uint64
-	for i := range 5000 {
-		if i == 2500 {
-			env.clock.Add(-time.Hour)
-		}
-		id := env.srv.nextAllocID()
-		if id <= prev || id >= 1<<63 {
-			t.Fatalf("id %d after %d", id, prev)
-		}
-		prev = id
-	}
-	if first := uint64(env.clock.Now().Add(time.Hour).UnixMilli()) << 20; prev < first {
-		t.Fatalf("ids %d do not carry the start time %d", prev, first)
-	}
-}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"time"
 
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/config"
@@ -19,7 +18,7 @@ import (
 // newHTTPServer builds the signaling HTTP server with the configured timeouts and limits.
 // Its error log is discarded: net/http would log client addresses there.
 func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registerer, urls []signaling.URL,
-	ready func() bool, access signaling.AccessSink, certExpiry func(time.Time)) (*http.Server, error) {
+	ready func() bool, access signaling.AccessSink, tlsConf *tls.Config) (*http.Server, error) {
 	var keys []signaling.APIKey
 	for _, k := range f.API.Keys {
 		sum, err := signaling.ParseAPIKeyHash(k.SHA256)
@@ -51,14 +50,6 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		Metrics:        m,
 		Access:         access,
 	})
-	var tlsConf *tls.Config
-	if f.HTTP.TLSCertFile != "" {
-		r, err := newCertReloader(f.HTTP.TLSCertFile, f.HTTP.TLSKeyFile, certExpiry)
-		if err != nil {
-			return nil, fmt.Errorf("http: %w", err)
-		}
-		tlsConf = &tls.Config{GetCertificate: r.get, MinVersion: tls.VersionTLS12}
-	}
 	return &http.Server{
 		Handler:           h,
 		TLSConfig:         tlsConf,

@@ -113,6 +113,32 @@ func newAuthenticator(f *config.File, secrets []string) (*auth.Authenticator, er
 	return auth.New(auth.Config{Secrets: secrets, StaticUsers: static, MaxTTL: f.Auth.MaxTTL, ClockSkew: f.Auth.ClockSkew})
 }
 
+// relayAddrs are Ferry's own relay addresses: bound and advertised, per family (invalid
+// when not configured).
+type relayAddrs struct{ bind4, bind6, adv4, adv6 netip.Addr }
+
+// String describes them for the start-up log line (the server's addresses, published in
+// every relay candidate; never a client's).
+func (r relayAddrs) String() string {
+	var parts []string
+	for _, p := range [][2]netip.Addr{{r.bind4, r.adv4}, {r.bind6, r.adv6}} {
+		switch {
+		case !p[0].IsValid():
+		case p[1].IsValid():
+			parts = append(parts, p[0].String()+" advertised as "+p[1].String())
+		default:
+			parts = append(parts, p[0].String())
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// resolveRelayIPs resolves relay.bind_ip ("auto") and the advertised addresses.
+func resolveRelayIPs(f *config.File, warn func(string)) (relayAddrs, error) {
+	bind4, bind6, adv4, adv6, err := relayIPs(f, warn)
+	return relayAddrs{bind4, bind6, adv4, adv6}, err
+}
+
 // relayIPs resolves relay.bind_ip ("auto") and the advertised addresses. warn receives
 // operator advice (never an address of a user).
 func relayIPs(f *config.File, warn func(string)) (bind4, bind6, adv4, adv6 netip.Addr, err error) {
@@ -142,7 +168,6 @@ func relayIPs(f *config.File, warn func(string)) (bind4, bind6, adv4, adv6 netip
 	adv4 = adv4.Unmap()
 	// A relayed address peers on the internet cannot reach: the default peer policy's ranges
 	// (private, CGNAT, loopback, documentation, ...) tell which.
-	public := relay.NewPeerPolicy(nil, nil, nil, nil)
 	for _, a := range []struct {
 		key       string
 		bind, adv netip.Addr
@@ -152,7 +177,7 @@ func relayIPs(f *config.File, warn func(string)) (bind4, bind6, adv4, adv6 netip
 		}
 		if a.bind.IsLoopback() {
 			warn(a.key + " is a loopback address: only clients and peers on this host can use the relay")
-		} else if ok, reason := public.Allowed(a.bind); !ok {
+		} else if reason := relay.PeerDenial(a.bind); reason != "" {
 			warn(fmt.Sprintf("relayed addresses are not publicly routable (%s is in a %s range); behind NAT "+
 				"set the advertised address, or peers outside this network cannot reach them", a.key, reason))
 		}

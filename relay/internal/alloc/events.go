@@ -1,8 +1,10 @@
-package relay
+package alloc
 
 import (
 	"net/netip"
 	"time"
+
+	"github.com/ferryrelay/ferry/relay/internal/wire"
 )
 
 // End reasons of an allocation, as recorded in AllocationEnd.Reason.
@@ -12,7 +14,6 @@ const (
 	EndConnClosed    = "connection_closed" // the client's TCP/TLS connection closed
 	EndShutdown      = "shutdown"          // Ferry stopped
 	EndMaxAge        = "max_age"           // it reached relay.max_allocation_age
-	EndQuota         = "quota"             // a quota ended it
 )
 
 // AllocationStart describes a new allocation. It holds personal data (IP addresses, the user
@@ -20,7 +21,7 @@ const (
 type AllocationStart struct {
 	ID        uint64
 	Start     time.Time
-	Transport Transport
+	Transport wire.Transport
 	Client    netip.AddrPort // client's transport address as seen by Ferry
 	Server    netip.AddrPort // Ferry's listener address of the 5-tuple
 	Relayed   netip.AddrPort // relayed transport address (advertised form)

@@ -1,4 +1,6 @@
-package relay
+//go:build linux
+
+package sockopt
 
 import (
 	"context"
@@ -49,15 +51,7 @@ func ListenUDP(ctx context.Context, network, addr string, n, bufBytes int) ([]*n
 	if first != nil {
 		socks = append(socks, first.(*net.UDPConn))
 	}
-	reuse := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
+	reuse := net.ListenConfig{Control: reusePort}
 	for len(socks) < n {
 		pc, err := reuse.ListenPacket(ctx, network, addr)
 		if err != nil {
@@ -85,8 +79,13 @@ func SetSocketBuffers(c syscall.Conn, bytes int) (granted int, err error) {
 	return setSocketBuffers(c, bytes, true)
 }
 
-// setSocketBuffers is SetSocketBuffers; without readBack it skips the two getsockopt calls
-// and returns 0 (relay sockets, opened per allocation, where nobody reads the result).
+// SetSocketBuffersQuick is SetSocketBuffers without reading the result back (relay sockets,
+// opened per allocation, where nobody reads it): two system calls fewer.
+func SetSocketBuffersQuick(c syscall.Conn, bytes int) error {
+	_, err := setSocketBuffers(c, bytes, false)
+	return err
+}
+
 func setSocketBuffers(c syscall.Conn, bytes int, readBack bool) (granted int, err error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -118,4 +117,31 @@ func setSocketBuffers(c syscall.Conn, bytes int, readBack bool) (granted int, er
 		return 0, nil
 	}
 	return granted, nil
+}
+
+func reusePort(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// ReuseAddrPort is a net.ListenConfig and net.Dialer Control that sets SO_REUSEADDR and
+// SO_REUSEPORT, so that a TCP relayed transport address and the connections RFC 6062 Connect
+// opens from it share one address.
+func ReuseAddrPort(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

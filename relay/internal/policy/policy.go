@@ -1,9 +1,9 @@
-package relay
+// Package policy decides which peer addresses a relay may reach (RFC 8656 §21): the
+// default deny list of special-purpose ranges, the operator's allow and deny lists, and the
+// relay-to-relay rule for Ferry's own relayed addresses.
+package policy
 
-import (
-	"fmt"
-	"net/netip"
-)
+import "net/netip"
 
 // Peer denial reasons, the bounded label set of ferry_turn_peer_denials_total.
 const (
@@ -26,22 +26,23 @@ const (
 	DenyServicePort    = "service_port"
 )
 
-var denyReasons = []string{DenyInvalid, DenyUnspecified, DenyLoopback, DenyPrivate, DenyCGNAT,
+// DenyReasons lists every denial reason, for metrics that start at zero.
+var DenyReasons = []string{DenyInvalid, DenyUnspecified, DenyLoopback, DenyPrivate, DenyCGNAT,
 	DenyLinkLocal, DenyUniqueLocal, DenySiteLocal, DenyMulticast, DenyBroadcast, DenyReserved,
 	DenyDocumentation, DenyIPv4Embedding, DenyConfigured, DenyOwnAddress, DenyNotRelayedAddr, DenyServicePort}
 
-// peerClass says how a permitted peer IP may be used on the data path.
-type peerClass uint8
+// Class says how a permitted peer IP may be used on the data path; 0 means denied.
+type Class uint8
 
 const (
-	// peerOpen: any port.
-	peerOpen peerClass = iota + 1
-	// peerRelayOnly: one of Ferry's relayed IPs; only ports of active relayed transport
+	// Open: any port.
+	Open Class = iota + 1
+	// RelayOnly: one of Ferry's relayed IPs; only ports of active relayed transport
 	// addresses may be reached (relay-to-relay calls, C06), never Ferry's other ports.
-	peerRelayOnly
-	// peerLocal: an explicitly allowed address on this host; Ferry's own service ports
+	RelayOnly
+	// Local: an explicitly allowed address on this host; Ferry's own service ports
 	// (TURN listeners, HTTP, admin) stay unreachable.
-	peerLocal
+	Local
 )
 
 type rangeRule struct {
@@ -99,7 +100,7 @@ func mustRules(kv ...string) []rangeRule {
 	return rules
 }
 
-// PeerPolicy decides which peer IP addresses an allocation may get a permission, channel
+// Policy decides which peer IP addresses an allocation may get a permission, channel
 // binding or TCP connection for (RFC 8656 §10.2, §12.2; RFC 6062 §5.2). It is immutable and
 // safe for concurrent use.
 //
@@ -113,17 +114,17 @@ func mustRules(kv ...string) []rangeRule {
 //     ULA, multicast, broadcast, reserved, documentation, IPv4-embedding IPv6);
 //  6. this host's own other addresses are denied ("own_address");
 //  7. everything else is allowed.
-type PeerPolicy struct {
+type Policy struct {
 	allowed, denied []netip.Prefix
 	relayIPs        []netip.Addr
 	hostIPs         map[netip.Addr]struct{}
 }
 
-// NewPeerPolicy builds a policy. relayIPs are the bind and advertised addresses of relayed
+// New builds a policy. relayIPs are the bind and advertised addresses of relayed
 // transport addresses; hostIPs are this host's interface and listener addresses. IPv4-mapped
 // prefixes and addresses are unmapped.
-func NewPeerPolicy(allowed, denied []netip.Prefix, relayIPs, hostIPs []netip.Addr) *PeerPolicy {
-	p := &PeerPolicy{hostIPs: make(map[netip.Addr]struct{}, len(hostIPs))}
+func New(allowed, denied []netip.Prefix, relayIPs, hostIPs []netip.Addr) *Policy {
+	p := &Policy{hostIPs: make(map[netip.Addr]struct{}, len(hostIPs))}
 	for _, pr := range allowed {
 		p.allowed = append(p.allowed, unmapPrefix(pr))
 	}
@@ -132,12 +133,12 @@ func NewPeerPolicy(allowed, denied []netip.Prefix, relayIPs, hostIPs []netip.Add
 	}
 	for _, ip := range relayIPs {
 		if ip.IsValid() {
-			p.relayIPs = append(p.relayIPs, canon(ip))
+			p.relayIPs = append(p.relayIPs, Canon(ip))
 		}
 	}
 	for _, ip := range hostIPs {
 		if ip.IsValid() {
-			p.hostIPs[canon(ip)] = struct{}{}
+			p.hostIPs[Canon(ip)] = struct{}{}
 		}
 	}
 	return p
@@ -153,38 +154,19 @@ func unmapPrefix(p netip.Prefix) netip.Prefix {
 	return p.Masked()
 }
 
-// canon returns the form every comparison uses: IPv4-mapped IPv6 unmapped, zone dropped.
-func canon(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
-
-// ParseCIDRs parses CIDRs (a bare address means a single host). It returns every parse error
-// at once, naming the offending entry.
-func ParseCIDRs(field string, in []string) ([]netip.Prefix, []error) {
-	var out []netip.Prefix
-	var errs []error
-	for _, s := range in {
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p)
-			continue
-		}
-		if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, netip.PrefixFrom(a, a.BitLen()))
-			continue
-		}
-		errs = append(errs, fmt.Errorf("%s: %q is not a CIDR or IP address", field, s))
-	}
-	return out, errs
-}
+// Canon returns the form every comparison uses: IPv4-mapped IPv6 unmapped, zone dropped.
+func Canon(ip netip.Addr) netip.Addr { return ip.Unmap().WithZone("") }
 
 // Check judges a peer IP for a permission. It returns the class of use when allowed, or the
 // denial reason (one of the Deny* constants).
-func (p *PeerPolicy) check(ip netip.Addr) (peerClass, string) {
+func (p *Policy) Check(ip netip.Addr) (Class, string) {
 	if !ip.IsValid() {
 		return 0, DenyInvalid
 	}
-	ip = canon(ip)
+	ip = Canon(ip)
 	for _, r := range p.relayIPs {
 		if r == ip {
-			return peerRelayOnly, ""
+			return RelayOnly, ""
 		}
 	}
 	for _, pr := range p.denied {
@@ -196,9 +178,9 @@ func (p *PeerPolicy) check(ip netip.Addr) (peerClass, string) {
 	for _, pr := range p.allowed {
 		if pr.Contains(ip) {
 			if local {
-				return peerLocal, ""
+				return Local, ""
 			}
-			return peerOpen, ""
+			return Open, ""
 		}
 	}
 	for _, r := range defaultDenied {
@@ -209,17 +191,17 @@ func (p *PeerPolicy) check(ip netip.Addr) (peerClass, string) {
 	if _, own := p.hostIPs[ip]; own {
 		return 0, DenyOwnAddress
 	}
-	return peerOpen, ""
+	return Open, ""
 }
 
 // Allowed reports whether a permission for ip would be granted, and the denial reason if not.
-func (p *PeerPolicy) Allowed(ip netip.Addr) (bool, string) {
-	c, reason := p.check(ip)
+func (p *Policy) Allowed(ip netip.Addr) (bool, string) {
+	c, reason := p.Check(ip)
 	return c != 0, reason
 }
 
 // isLocal: an address that reaches this host (loopback, unspecified, or a host address).
-func (p *PeerPolicy) isLocal(ip netip.Addr) bool {
+func (p *Policy) isLocal(ip netip.Addr) bool {
 	if ip.IsLoopback() || ip.IsUnspecified() || (ip.Is4() && ip.As4()[0] == 0) {
 		return true
 	}

@@ -1,4 +1,4 @@
-package relay
+package policy
 
 import (
 	"net/netip"
@@ -6,7 +6,7 @@ import (
 )
 
 func TestPeerPolicyTable(t *testing.T) {
-	p := NewPeerPolicy(
+	p := New(
 		[]netip.Prefix{netip.MustParsePrefix("127.0.0.2/32"), netip.MustParsePrefix("::ffff:10.9.0.0/112")},
 		[]netip.Prefix{netip.MustParsePrefix("198.51.100.77/32"), netip.MustParsePrefix("8.8.4.0/24")},
 		[]netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("203.0.113.10")},
@@ -14,7 +14,7 @@ func TestPeerPolicyTable(t *testing.T) {
 	)
 	cases := []struct {
 		ip     string
-		class  peerClass
+		class  Class
 		reason string
 	}{
 		// the default deny list, IPv4
@@ -67,36 +67,29 @@ func TestPeerPolicyTable(t *testing.T) {
 		{"93.184.216.34", 0, DenyOwnAddress},
 		{"::ffff:93.184.216.34", 0, DenyOwnAddress},
 		// the relay's own IPs: relay-to-relay only (C06), even inside denied ranges
-		{"192.0.2.10", peerRelayOnly, ""},
-		{"203.0.113.10", peerRelayOnly, ""},
-		{"::ffff:203.0.113.10", peerRelayOnly, ""},
+		{"192.0.2.10", RelayOnly, ""},
+		{"203.0.113.10", RelayOnly, ""},
+		{"::ffff:203.0.113.10", RelayOnly, ""},
 		// operator lists
-		{"127.0.0.2", peerLocal, ""},
-		{"::ffff:127.0.0.2", peerLocal, ""},
-		{"10.9.0.7", peerOpen, ""},
-		{"10.9.1.7", peerOpen, ""}, // ::ffff:10.9.0.0/112 is 10.9.0.0/16
+		{"127.0.0.2", Local, ""},
+		{"::ffff:127.0.0.2", Local, ""},
+		{"10.9.0.7", Open, ""},
+		{"10.9.1.7", Open, ""}, // ::ffff:10.9.0.0/112 is 10.9.0.0/16
 		{"10.10.0.1", 0, DenyPrivate},
 		{"198.51.100.77", 0, DenyConfigured},
 		{"8.8.4.4", 0, DenyConfigured},
 		// ordinary public peers
-		{"8.8.8.8", peerOpen, ""},
-		{"2a00:1450:4001:82b::200e", peerOpen, ""},
-		{"::ffff:8.8.8.8", peerOpen, ""},
+		{"8.8.8.8", Open, ""},
+		{"2a00:1450:4001:82b::200e", Open, ""},
+		{"::ffff:8.8.8.8", Open, ""},
 	}
 	for _, c := range cases {
-		class, reason := p.check(netip.MustParseAddr(c.ip))
+		class, reason := p.Check(netip.MustParseAddr(c.ip))
 		if class != c.class || reason != c.reason {
 			t.Errorf("%s: got class %d reason %q, want %d %q", c.ip, class, reason, c.class, c.reason)
 		}
 	}
-	if c, r := p.check(netip.Addr{}); c != 0 || r != DenyInvalid {
+	if c, r := p.Check(netip.Addr{}); c != 0 || r != DenyInvalid {
 		t.Errorf("invalid address: %d %q", c, r)
-	}
-}
-
-func TestParseCIDRsReportsEveryBadEntry(t *testing.T) {
-	got, errs := ParseCIDRs("relay.allowed_peers", []string{"10.0.0.0/8", "bogus", "192.0.2.1", "1.2.3.4/33"})
-	if len(got) != 2 || len(errs) != 2 {
-		t.Fatalf("got %v, errors %v", got, errs)
 	}
 }
