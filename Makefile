@@ -8,7 +8,7 @@ BENCH_ARGS  ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test test-deps test-short lint bench clean
+.PHONY: help build run test test-deps test-short lint fuzz bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,9 @@ test-deps: ## Install the real clients the tests drive (Debian packages), if mis
 
 test-short: ## Run the unit tests only (no end-to-end tests, no external programs)
 	$(GO) test -short -count=1 ./...
+
+fuzz: ## Run every fuzz target for 15 s each (FUZZTIME=1m for longer); CI runs it
+	@./.ci/fuzz
 
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

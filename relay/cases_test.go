@@ -2,13 +2,13 @@ package relay
 
 import (
 	"bytes"
-	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"net"
 	"net/netip"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"github.com/pion/stun/v4"
 )
 

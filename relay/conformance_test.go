@@ -3,12 +3,12 @@ package relay
 import (
 	"bytes"
 	"fmt"
-	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
 )

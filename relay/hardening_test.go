@@ -281,7 +281,12 @@ func TestTCPAllocations(t *testing.T) {
 // only the integrity check can refuse them) gets a bounded number of 401s, stays out of
 // pion's control queue, and leaves other clients able to allocate at once.
 func TestWrongPasswordFloodIsBounded(t *testing.T) {
-	env := newTestEnv(t, func(c *Config) { c.UnauthRate, c.UnauthBurst = 20, 40 })
+	env := newTestEnv(t, func(c *Config) {
+		c.UnauthRate, c.UnauthBurst = 20, 40
+		if _, err := SetSocketBuffers(c.UDP[0][0], 4<<20); err != nil { // the flood must reach Ferry
+			t.Fatal(err)
+		}
+	})
 	flooder := dialClient(t, "udp", env.udp, "127.0.0.5:0")
 	cred := env.cred(t, "u-flood", time.Hour)
 	if code, _ := flooder.allocate(cred.Username, "not the password"); code != 401 {

@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
-	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"math/big"
 	"net"
 	"net/netip"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/internal/portmux"
+	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"github.com/pion/stun/v4"
 	"github.com/prometheus/client_golang/prometheus"
 )

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"github.com/pion/stun/v4"
 )
 

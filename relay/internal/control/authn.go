@@ -107,8 +107,11 @@ func (r *request) authFailed(reason string) {
 // challenge answers 401 or 438 with NONCE and REALM (RFC 8489 §9.2.4), within the pace of
 // unauthenticated answers.
 func (r *request) challenge(code stun.ErrorCode) {
-	nonce := r.h.nonces.issue(r.client(), r.now)
-	r.failUnauthenticated(code, stun.NewNonce(nonce), stun.NewRealm(r.h.cfg.Realm))
+	if !r.allowUnauthenticated() {
+		return
+	}
+	r.key = nil
+	r.fail(code, stun.NewNonce(r.h.nonces.issue(r.client(), r.now)), stun.NewRealm(r.h.cfg.Realm))
 }
 
 // knownRequired reports the comprehension-required attributes Ferry understands in a

@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"hash"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -21,6 +23,7 @@ import (
 type nonces struct {
 	key      [32]byte
 	lifetime time.Duration
+	macs     sync.Pool // hash.Hash: HMAC-SHA256 keyed with key, reused
 }
 
 const (
@@ -31,6 +34,7 @@ const (
 func newNonces(lifetime time.Duration) *nonces {
 	n := &nonces{lifetime: lifetime}
 	_, _ = rand.Read(n.key[:])
+	n.macs.New = func() any { return hmac.New(sha256.New, n.key[:]) }
 	return n
 }
 
@@ -74,11 +78,14 @@ func (n *nonces) check(nonce string, client netip.Addr, now time.Time) nonceStat
 }
 
 func (n *nonces) mac(out []byte, exp uint32, client netip.Addr) {
-	h := hmac.New(sha256.New, n.key[:])
+	h := n.macs.Get().(hash.Hash)
+	defer n.macs.Put(h)
+	h.Reset()
 	var b [4 + 16]byte
 	binary.BigEndian.PutUint32(b[:4], exp)
 	a := client.Unmap().As16()
 	copy(b[4:], a[:])
 	h.Write(b[:])
-	copy(out, h.Sum(nil))
+	var sum [sha256.Size]byte
+	copy(out, h.Sum(sum[:0]))
 }
