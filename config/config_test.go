@@ -95,7 +95,7 @@ extra: 1
 		"12 is a duration without a unit",
 		"turn.realm",
 		`turn.udp_listen: "not-an-address"`,
-		"turn.tls_listen needs turn.tls_cert_file",
+		"turn.tls_listen: needs turn.tls_cert_file",
 		"port range 70000-65535",
 		`"10.0.0.0/33" is not a CIDR`,
 		`"bogus" is not a CIDR`,
@@ -187,7 +187,7 @@ http:
 	for _, want := range []string{
 		`turn.udp_listen: "0.0.0.0:3478" is also in turn.udp_listen`,
 		`http.listen: "0.0.0.0:3478" is also in turn.tcp_listen`,
-		"turn.tls_cert_file and tls_key_file",
+		"turn.tls_cert_file: does not load with turn.tls_key_file",
 	} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)

@@ -16,50 +16,105 @@ import (
 	"unicode"
 )
 
-// Validate checks every value and returns all problems.
+// Validate checks every value and returns every problem, one per mistake, each naming the
+// setting at fault ("relay.port_min: ..."). Each section (or concern that spans sections)
+// has its own step below; a new section adds its step to the list.
 func (f *File) Validate() []error {
-	var p []error
-	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
-
-	if h := f.Server.PublicHost; h != "" && (strings.ContainsAny(h, "/?#@ :") && !isIPv6(h)) {
-		add("server.public_host: %q is not a host name or IP address", h)
+	var p problems
+	for _, step := range []func(*File, *problems){
+		(*File).validateServer,
+		(*File).validateLog,
+		(*File).validateTURN,
+		(*File).validateListeners,
+		(*File).validateRelayAddresses,
+		(*File).validateRelay,
+		(*File).validateAuth,
+		(*File).validateHTTP,
+		(*File).validateAPI,
+		(*File).validateAdmin,
+		(*File).validateAllocLog,
+		(*File).validateRuntime,
+	} {
+		step(f, &p)
 	}
+	return p.list
+}
+
+// problem is one mistake in the configuration.
+type problem struct {
+	key     string   // the setting (or section) the message is about: "relay.port_min", "turn"
+	related []string // other settings the check read
+	msg     string   // what is wrong
+}
+
+func (p *problem) Error() string { return p.key + ": " + p.msg }
+
+// keys returns the settings the problem is about, key first.
+func (p *problem) keys() []string { return append([]string{p.key}, p.related...) }
+
+// problems collects what the validation steps find.
+type problems struct{ list []error }
+
+// add records a problem about the setting key.
+func (p *problems) add(key, format string, args ...any) {
+	p.list = append(p.list, &problem{key: key, msg: fmt.Sprintf(format, args...)})
+}
+
+// addFor records a problem about key that the settings in related take part in (a range, a
+// pair of files): Load leaves it out when one of them could not be read, which it reports.
+func (p *problems) addFor(key string, related []string, format string, args ...any) {
+	p.list = append(p.list, &problem{key: key, related: related, msg: fmt.Sprintf(format, args...)})
+}
+
+func (f *File) validateServer(p *problems) {
+	if h := f.Server.PublicHost; h != "" && (strings.ContainsAny(h, "/?#@ :") && !isIPv6(h)) {
+		p.add("server.public_host", "%q is not a host name or IP address", h)
+	}
+}
+
+func (f *File) validateLog(p *problems) {
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, f.Log.Level) {
-		add("log.level: %q is not debug, info, warn or error", f.Log.Level)
+		p.add("log.level", "%q is not debug, info, warn or error", f.Log.Level)
 	}
 	if !slices.Contains([]string{"text", "json"}, f.Log.Format) {
-		add("log.format: %q is not text or json", f.Log.Format)
+		p.add("log.format", "%q is not text or json", f.Log.Format)
 	}
+}
 
-	if r := f.TURN.Realm; r == "" || len(r) > 763 || len([]rune(r)) > 127 || strings.IndexFunc(r, unicode.IsControl) >= 0 {
-		add("turn.realm: must be 1-127 printable characters, got %q", r)
+func (f *File) validateTURN(p *problems) {
+	t := f.TURN
+	if r := t.Realm; r == "" || len(r) > 763 || len([]rune(r)) > 127 || strings.IndexFunc(r, unicode.IsControl) >= 0 {
+		p.add("turn.realm", "must be 1-127 printable characters, got %q", r)
 	}
 	for _, l := range []struct {
 		key  string
 		list []string
-	}{{"turn.udp_listen", f.TURN.UDPListen}, {"turn.tcp_listen", f.TURN.TCPListen}, {"turn.tls_listen", f.TURN.TLSListen}} {
+	}{{"turn.udp_listen", t.UDPListen}, {"turn.tcp_listen", t.TCPListen}, {"turn.tls_listen", t.TLSListen}} {
 		for _, a := range l.list {
 			if err := checkListen(a); err != nil {
-				add("%s: %q: %v", l.key, a, err)
+				p.add(l.key, "%q: %v", a, err)
 			}
 		}
 	}
-	if len(f.TURN.UDPListen)+len(f.TURN.TCPListen)+len(f.TURN.TLSListen) == 0 {
-		add("turn: no listeners: set udp_listen, tcp_listen or tls_listen")
+	if len(t.UDPListen)+len(t.TCPListen)+len(t.TLSListen) == 0 {
+		p.addFor("turn", []string{"turn.udp_listen", "turn.tcp_listen", "turn.tls_listen"},
+			"no listeners: set udp_listen, tcp_listen or tls_listen")
 	}
-	if n := f.TURN.UDPSockets; n < 0 || n > 64 {
-		add("turn.udp_sockets: %d is not 0 (one per CPU) to 64", n)
+	if n := t.UDPSockets; n < 0 || n > 64 {
+		p.add("turn.udp_sockets", "%d is not 0 (one per CPU) to 64", n)
 	}
-	if _, err := f.TURN.SocketBufferBytes(); err != nil {
-		p = append(p, err)
+	if _, err := t.SocketBufferBytes(); err != nil {
+		p.list = append(p.list, err)
 	}
-	if _, err := f.Relay.SocketBufferBytes(); err != nil {
-		p = append(p, err)
+	if len(t.TLSListen) > 0 && (t.TLSCertFile == "" || t.TLSKeyFile == "") {
+		p.addFor("turn.tls_listen", []string{"turn.tls_cert_file", "turn.tls_key_file"},
+			"needs turn.tls_cert_file and turn.tls_key_file")
 	}
-	if len(f.TURN.TLSListen) > 0 && (f.TURN.TLSCertFile == "" || f.TURN.TLSKeyFile == "") {
-		add("turn.tls_listen needs turn.tls_cert_file and turn.tls_key_file")
-	}
-	p = append(p, checkKeyPair("turn", f.TURN.TLSCertFile, f.TURN.TLSKeyFile)...)
+	checkKeyPair(p, "turn", t.TLSCertFile, t.TLSKeyFile)
+}
+
+// validateListeners finds two listeners on one address, except HTTPS sharing a TURN TLS port.
+func (f *File) validateListeners(p *problems) {
 	seen := map[string]string{}
 	for _, l := range []struct {
 		key, network string
@@ -73,12 +128,16 @@ func (f *File) Validate() []error {
 			}
 			k := l.network + " " + a
 			if other, dup := seen[k]; dup && (l.key != "http.listen" || other != "turn.tls_listen") {
-				add("%s: %q is also in %s", l.key, a, other) // (HTTPS may share a TURN TLS port)
+				p.addFor(l.key, []string{other}, "%q is also in %s", a, other) // (HTTPS may share a TURN TLS port)
 			}
 			seen[k] = l.key
 		}
 	}
+}
 
+// validateRelayAddresses checks the addresses relay sockets bind to and advertise.
+func (f *File) validateRelayAddresses(p *problems) {
+	r := f.Relay
 	checkIP := func(key, s string, v6 bool, allowAuto bool) {
 		if s == "" || (allowAuto && s == "auto") {
 			return
@@ -86,166 +145,205 @@ func (f *File) Validate() []error {
 		ip, err := netip.ParseAddr(s)
 		switch {
 		case err != nil:
-			add("%s: %q is not an IP address", key, s)
+			p.add(key, "%q is not an IP address", s)
 		case v6 && !ip.Is6():
-			add("%s: %q is not an IPv6 address", key, s)
+			p.add(key, "%q is not an IPv6 address", s)
 		case !v6 && !ip.Unmap().Is4():
-			add("%s: %q is not an IPv4 address", key, s)
+			p.add(key, "%q is not an IPv4 address", s)
 		case ip.IsUnspecified() || ip.IsMulticast():
-			add("%s: %q cannot be a relayed address", key, s)
+			p.add(key, "%q cannot be a relayed address", s)
 		}
 	}
-	checkIP("relay.bind_ip", f.Relay.BindIP, false, true)
-	checkIP("relay.bind_ipv6", f.Relay.BindIPv6, true, false)
-	checkIP("relay.advertised_ip", f.Relay.AdvertisedIP, false, false)
-	checkIP("relay.advertised_ipv6", f.Relay.AdvertisedIPv6, true, false)
-	if f.Relay.BindIP == "" && f.Relay.BindIPv6 == "" {
-		add("relay: bind_ip and bind_ipv6 are both empty: nothing to relay from")
+	checkIP("relay.bind_ip", r.BindIP, false, true)
+	checkIP("relay.bind_ipv6", r.BindIPv6, true, false)
+	checkIP("relay.advertised_ip", r.AdvertisedIP, false, false)
+	checkIP("relay.advertised_ipv6", r.AdvertisedIPv6, true, false)
+	if r.BindIP == "" && r.BindIPv6 == "" {
+		p.addFor("relay", []string{"relay.bind_ip", "relay.bind_ipv6"}, "bind_ip and bind_ipv6 are both empty: nothing to relay from")
 	}
-	if f.Relay.AdvertisedIPv6 != "" && f.Relay.BindIPv6 == "" {
-		add("relay.advertised_ipv6 needs relay.bind_ipv6")
+	if r.AdvertisedIPv6 != "" && r.BindIPv6 == "" {
+		p.addFor("relay.advertised_ipv6", []string{"relay.bind_ipv6"}, "needs relay.bind_ipv6")
 	}
-	if f.Relay.PortMin < 1024 || f.Relay.PortMax > 65535 || f.Relay.PortMin > f.Relay.PortMax {
-		add("relay: port range %d-%d must lie within 1024-65535 with port_min <= port_max", f.Relay.PortMin, f.Relay.PortMax)
+}
+
+// validateRelay checks the relay's port range, peer policy, caps and buffers.
+func (f *File) validateRelay(p *problems) {
+	r := f.Relay
+	if r.PortMin < 1024 || r.PortMax > 65535 || r.PortMin > r.PortMax {
+		p.addFor("relay", []string{"relay.port_min", "relay.port_max"},
+			"port range %d-%d must lie within 1024-65535 with port_min <= port_max", r.PortMin, r.PortMax)
 	}
 	for _, l := range []struct {
 		key  string
 		list []string
-	}{{"relay.allowed_peers", f.Relay.AllowedPeers}, {"relay.denied_peers", f.Relay.DeniedPeers}} {
+	}{{"relay.allowed_peers", r.AllowedPeers}, {"relay.denied_peers", r.DeniedPeers}} {
 		for _, s := range l.list {
 			if _, err := ParseCIDR(s); err != nil {
-				add("%s: %q is not a CIDR or IP address", l.key, s)
+				p.add(l.key, "%q is not a CIDR or IP address", s)
 			}
 		}
 	}
-	if f.Relay.MaxAllocationAge <= 0 {
-		add("relay.max_allocation_age: must be positive, got %s", f.Relay.MaxAllocationAge)
+	if _, err := r.SocketBufferBytes(); err != nil {
+		p.list = append(p.list, err)
 	}
-	if f.Relay.MaxAllocations < 0 || f.Relay.MaxAllocationsUser < 0 {
-		add("relay: allocation caps cannot be negative")
+	if r.MaxAllocationAge <= 0 {
+		p.add("relay.max_allocation_age", "must be positive, got %s", r.MaxAllocationAge)
 	}
-	if f.Relay.MaxPermissions < 1 || f.Relay.MaxPermissions > 4096 {
-		add("relay.max_permissions: must be 1-4096, got %d", f.Relay.MaxPermissions)
+	if r.MaxAllocations < 0 {
+		p.add("relay.max_allocations", "cannot be negative (0 is no cap), got %d", r.MaxAllocations)
 	}
-	if f.Relay.MaxConnectionsPerIP < 1 || f.Relay.MaxConnections < 1 {
-		add("relay: max_connections_per_ip and max_connections must be positive")
+	if r.MaxAllocationsUser < 0 {
+		p.add("relay.max_allocations_per_user", "cannot be negative (0 is no cap), got %d", r.MaxAllocationsUser)
 	}
-	if f.Relay.UnauthBurst < 0 {
-		add("relay.unauth_burst: cannot be negative")
+	if r.MaxPermissions < 1 || r.MaxPermissions > 4096 {
+		p.add("relay.max_permissions", "must be 1-4096, got %d", r.MaxPermissions)
 	}
+	if r.MaxConnectionsPerIP < 1 {
+		p.add("relay.max_connections_per_ip", "must be positive, got %d", r.MaxConnectionsPerIP)
+	}
+	if r.MaxConnections < 1 {
+		p.add("relay.max_connections", "must be positive, got %d", r.MaxConnections)
+	}
+	if r.UnauthBurst < 0 {
+		p.add("relay.unauth_burst", "cannot be negative, got %d", r.UnauthBurst)
+	}
+}
 
-	if f.Auth.MaxTTL <= 0 || f.Auth.MaxTTL > 7*24*time.Hour {
-		add("auth.max_ttl: must be in (0, 168h], got %s", f.Auth.MaxTTL)
+func (f *File) validateAuth(p *problems) {
+	a := f.Auth
+	maxOK := a.MaxTTL > 0 && a.MaxTTL <= 7*24*time.Hour
+	if !maxOK {
+		p.add("auth.max_ttl", "must be in (0, 168h], got %s", a.MaxTTL)
 	}
-	if f.Auth.DefaultTTL <= 0 || f.Auth.DefaultTTL > f.Auth.MaxTTL {
-		add("auth.default_ttl: must be positive and at most auth.max_ttl (%s), got %s", f.Auth.MaxTTL, f.Auth.DefaultTTL)
+	switch {
+	case a.DefaultTTL <= 0:
+		p.add("auth.default_ttl", "must be positive, got %s", a.DefaultTTL)
+	case maxOK && a.DefaultTTL > a.MaxTTL:
+		p.addFor("auth.default_ttl", []string{"auth.max_ttl"}, "%s is longer than auth.max_ttl (%s)", a.DefaultTTL, a.MaxTTL)
 	}
-	if f.Auth.ClockSkew < 0 || f.Auth.ClockSkew > time.Hour {
-		add("auth.clock_skew: must be in [0, 1h], got %s", f.Auth.ClockSkew)
+	if a.ClockSkew < 0 || a.ClockSkew > time.Hour {
+		p.add("auth.clock_skew", "must be in [0, 1h], got %s", a.ClockSkew)
 	}
-	for i, s := range f.Auth.Secrets {
+	for i, s := range a.Secrets {
 		if len(s) < 16 {
-			add("auth.secrets[%d]: shorter than 16 characters", i)
+			p.add(fmt.Sprintf("auth.secrets[%d]", i), "shorter than 16 characters")
 		}
 	}
 	names := map[string]bool{}
-	for i, u := range f.Auth.StaticUsers {
+	for i, u := range a.StaticUsers {
+		key := fmt.Sprintf("auth.static_users[%d]", i)
 		if u.Name == "" || u.Password == "" {
-			add("auth.static_users[%d]: name and password are required", i)
+			p.add(key, "name and password are required")
 		}
 		if names[u.Name] {
-			add("auth.static_users[%d]: duplicate name", i)
+			p.add(key, "duplicate name")
 		}
 		if strings.Contains(u.Name, ":") {
-			add("auth.static_users[%d]: a static name cannot contain ':' (reserved for REST usernames)", i)
+			p.add(key, "a static name cannot contain ':' (reserved for REST usernames)")
 		}
 		if strings.IndexFunc(u.Name, unicode.IsControl) >= 0 {
-			add("auth.static_users[%d]: the name contains a control character", i)
+			p.add(key, "the name contains a control character")
 		}
 		names[u.Name] = true
 	}
-	p = append(p, f.validateHTTP()...)
-	if f.Runtime.GOGC < 0 {
-		add("runtime.gogc: must be positive (or 0 for the default), got %d", f.Runtime.GOGC)
-	}
-	if _, err := f.Runtime.MemoryLimitBytes(); err != nil {
-		p = append(p, err)
-	}
-	if a := f.Admin.Listen; a != "" {
-		if err := checkListen(a); err != nil {
-			add("admin.listen: %q: %v", a, err)
-		} else if a == f.HTTP.Listen && !strings.HasSuffix(a, ":0") {
-			add("admin.listen: must differ from http.listen: metrics never go on the public listener")
-		}
-	}
-	if a := f.AllocLog; a.Enabled {
-		switch {
-		case a.Retention <= 0:
-			add("alloclog.retention: must be positive, got %s", a.Retention)
-		case a.Retention > 48*time.Hour && !a.AllowRetentionOver48h:
-			add("alloclog.retention: %s is longer than the 48h promised to patients; set alloclog.allow_retention_over_48h: true to keep records longer", a.Retention)
-		}
-		if a.PurgeInterval <= 0 || a.PurgeInterval > a.Retention {
-			add("alloclog.purge_interval: must be positive and at most the retention, got %s", a.PurgeInterval)
-		}
-		if a.QueueLength <= 0 {
-			add("alloclog.queue_length: must be positive")
-		}
-	}
-	return p
 }
 
-func (f *File) validateHTTP() []error {
-	var p []error
-	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+func (f *File) validateHTTP(p *problems) {
 	h := f.HTTP
 	if h.Listen != "" {
 		if err := checkListen(h.Listen); err != nil {
-			add("http.listen: %q: %v", h.Listen, err)
+			p.add("http.listen", "%q: %v", h.Listen, err)
 		}
 	}
 	if (h.TLSCertFile == "") != (h.TLSKeyFile == "") {
-		add("http: set both tls_cert_file and tls_key_file, or neither")
+		p.addFor("http", []string{"http.tls_cert_file", "http.tls_key_file"}, "set both tls_cert_file and tls_key_file, or neither")
 	}
-	p = append(p, checkKeyPair("http", h.TLSCertFile, h.TLSKeyFile)...)
+	checkKeyPair(p, "http", h.TLSCertFile, h.TLSKeyFile)
 	for _, s := range h.TrustedProxies {
 		if _, err := ParseCIDR(s); err != nil {
-			add("http.trusted_proxies: %q is not a CIDR or IP address", s)
+			p.add("http.trusted_proxies", "%q is not a CIDR or IP address", s)
 		}
 	}
 	for _, o := range h.AllowedOrigins {
 		if !validOrigin(o) {
-			add("http.allowed_origins: %q is not an origin like https://app.example.org (no wildcard, no path)", o)
+			p.add("http.allowed_origins", "%q is not an origin like https://app.example.org (no wildcard, no path)", o)
 		}
 	}
-	if h.MaxBodyBytes <= 0 || h.MaxHeaderBytes <= 0 {
-		add("http: max_body_bytes and max_header_bytes must be positive")
+	if h.MaxBodyBytes <= 0 {
+		p.add("http.max_body_bytes", "must be positive, got %d", h.MaxBodyBytes)
+	}
+	if h.MaxHeaderBytes <= 0 {
+		p.add("http.max_header_bytes", "must be positive, got %d", h.MaxHeaderBytes)
 	}
 	for _, d := range []struct {
 		key string
 		v   time.Duration
 	}{{"read_header_timeout", h.ReadHeaderTimeout}, {"read_timeout", h.ReadTimeout}, {"write_timeout", h.WriteTimeout}, {"idle_timeout", h.IdleTimeout}} {
 		if d.v <= 0 {
-			add("http.%s: must be positive, got %s", d.key, d.v)
+			p.add("http."+d.key, "must be positive, got %s", d.v)
 		}
 	}
+}
+
+func (f *File) validateAPI(p *problems) {
 	names := map[string]bool{}
 	for i, k := range f.API.Keys {
+		key := fmt.Sprintf("api.keys[%d]", i)
 		switch {
 		case k.Name == "":
-			add("api.keys[%d]: name is required", i)
+			p.add(key, "name is required")
 		case names[k.Name]:
-			add("api.keys[%d]: duplicate name %q", i, k.Name)
+			p.add(key, "duplicate name %q", k.Name)
 		}
 		names[k.Name] = true
 		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != 32 {
-			add("api.keys[%d]: sha256 must be 64 hex digits (see ferry apikey new)", i)
+			p.add(key, "sha256 must be 64 hex digits (see ferry apikey new)")
 		}
 	}
 	if f.API.Burst <= 0 && f.API.Rate >= 0 {
-		add("api.burst: must be positive")
+		p.addFor("api.burst", []string{"api.rate"}, "must be positive")
 	}
-	return p
+}
+
+func (f *File) validateAdmin(p *problems) {
+	a := f.Admin.Listen
+	if a == "" {
+		return
+	}
+	if err := checkListen(a); err != nil {
+		p.add("admin.listen", "%q: %v", a, err)
+	} else if a == f.HTTP.Listen && !strings.HasSuffix(a, ":0") {
+		p.addFor("admin.listen", []string{"http.listen"}, "must differ from http.listen: metrics never go on the public listener")
+	}
+}
+
+func (f *File) validateAllocLog(p *problems) {
+	a := f.AllocLog
+	if !a.Enabled {
+		return
+	}
+	switch {
+	case a.Retention <= 0:
+		p.add("alloclog.retention", "must be positive, got %s", a.Retention)
+	case a.Retention > 48*time.Hour && !a.AllowRetentionOver48h:
+		p.addFor("alloclog.retention", []string{"alloclog.allow_retention_over_48h"},
+			"%s is longer than the 48h promised to patients; set alloclog.allow_retention_over_48h: true to keep records longer", a.Retention)
+	}
+	if a.PurgeInterval <= 0 || a.PurgeInterval > a.Retention {
+		p.addFor("alloclog.purge_interval", []string{"alloclog.retention"}, "must be positive and at most the retention, got %s", a.PurgeInterval)
+	}
+	if a.QueueLength <= 0 {
+		p.add("alloclog.queue_length", "must be positive, got %d", a.QueueLength)
+	}
+}
+
+func (f *File) validateRuntime(p *problems) {
+	if f.Runtime.GOGC < 0 {
+		p.add("runtime.gogc", "must be positive (or 0 for the default), got %d", f.Runtime.GOGC)
+	}
+	if _, err := f.Runtime.MemoryLimitBytes(); err != nil {
+		p.list = append(p.list, err)
+	}
 }
 
 // validOrigin accepts a serialized origin: scheme://host[:port], no path, no wildcard.
@@ -257,23 +355,24 @@ func validOrigin(o string) bool {
 
 // checkKeyPair loads a PEM certificate and key to find a missing file, a bad PEM or a key
 // that does not match, at start-up rather than at the first handshake.
-func checkKeyPair(section, cert, key string) []error {
+func checkKeyPair(p *problems, section, cert, key string) {
 	if cert == "" || key == "" {
-		return nil
+		return
 	}
-	var p []error
-	for _, file := range []struct{ key, path string }{{section + ".tls_cert_file", cert}, {section + ".tls_key_file", key}} {
+	certKey, keyKey := section+".tls_cert_file", section+".tls_key_file"
+	missing := false
+	for _, file := range []struct{ key, path string }{{certKey, cert}, {keyKey, key}} {
 		if _, err := os.Stat(file.path); err != nil {
-			p = append(p, fmt.Errorf("%s: %w", file.key, err))
+			p.add(file.key, "%v", err)
+			missing = true
 		}
 	}
-	if len(p) > 0 {
-		return p
+	if missing {
+		return
 	}
 	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
-		p = append(p, fmt.Errorf("%s.tls_cert_file and tls_key_file: %w", section, err))
+		p.addFor(certKey, []string{keyKey}, "does not load with %s: %v", keyKey, err)
 	}
-	return p
 }
 
 func isIPv6(s string) bool {
