@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -92,7 +93,7 @@ extra: 1
 		"unknown top-level key extra",
 		"unknown key relay.allowed_peer (did you mean relay.allowed_peers?)",
 		"relay.max_allocation_age",
-		"12 is a duration without a unit",
+		"auth.clock_skew: 12: missing unit; write a number and a unit",
 		"turn.realm",
 		`turn.udp_listen: "not-an-address"`,
 		"turn.tls_listen: needs turn.tls_cert_file",
@@ -254,7 +255,7 @@ func TestScalarsAreStrict(t *testing.T) {
 		t.Fatal("accepted")
 	}
 	for _, want := range []string{"turn.udp_sockets", "2.7", "turn.socket_buffer", "relay.socket_buffer",
-		"relay.max_permissions", "runtime.gogc", "FERRY_RELAY_UDP_GSO is empty"} {
+		"relay.max_permissions", "runtime.gogc", "FERRY_RELAY_UDP_GSO (relay.udp_gso): empty"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}
@@ -268,5 +269,74 @@ func TestScalarsAreStrict(t *testing.T) {
 	f, err := Load(Options{Environ: os.Environ()})
 	if err != nil || f.TURN.UDPSockets != 3 || f.Runtime.GOGC != 80 {
 		t.Fatalf("env numbers: %+v %v", f.Runtime, err)
+	}
+}
+
+// problemLines returns the problems of a Load error, one per line, without the list marks.
+func problemLines(t *testing.T, err error) []string {
+	t.Helper()
+	if err == nil {
+		t.Fatal("the configuration loaded")
+	}
+	var out []string
+	for _, line := range strings.Split(err.Error(), "\n")[1:] {
+		out = append(out, strings.TrimPrefix(line, "  - "))
+	}
+	return out
+}
+
+// A value that cannot be read is reported once, with the value and what is accepted, and
+// not again as the zero value it left behind ("must be positive, got 0s").
+func TestUnreadableValueReportedOnce(t *testing.T) {
+	p := write(t, "auth:\n  default_ttl: 12x\n  max_ttl: forever\nrelay:\n  port_min: lots\n  max_allocation_age: 1\n")
+	_, err := Load(Options{Path: p})
+	got := problemLines(t, err)
+	want := []string{
+		`relay.port_min: "lots" is not a whole number`,
+		`relay.max_allocation_age: 1: missing unit; write a number and a unit, e.g. 30s, 15m or 12h (units: h, m, s, ms, us, ns)`,
+		`auth.max_ttl: "forever": not a duration; write a number and a unit, e.g. 30s, 15m or 12h (units: h, m, s, ms, us, ns)`,
+		`auth.default_ttl: "12x": unknown unit "x"; write a number and a unit, e.g. 30s, 15m or 12h (units: h, m, s, ms, us, ns)`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A problem with a value from an environment variable or a flag names the variable or the
+// flag, and the key.
+func TestProblemsNameTheirSource(t *testing.T) {
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	AddFlags(fs)
+	if err := fs.Parse([]string{"--relay-ip", "bogus"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(Options{Flags: fs, Environ: []string{
+		"FERRY_RELAY_UDP_GSO=maybe", "FERRY_RELAY_PORT_MIN=80", "FERRY_AUTH_DEFAULT_TTL=12x",
+		"FERRY_TURN_RELAM=clinic", "FERRY_LOG_LEVEL=loud", "PATH=/bin"}})
+	want := []string{
+		"environment: FERRY_TURN_RELAM is not a configuration key (did you mean FERRY_TURN_REALM?)",
+		`FERRY_RELAY_UDP_GSO (relay.udp_gso): "maybe" is not true or false`,
+		`FERRY_AUTH_DEFAULT_TTL (auth.default_ttl): "12x": unknown unit "x"; write a number and a unit, e.g. 30s, 15m or 12h (units: h, m, s, ms, us, ns)`,
+		`FERRY_LOG_LEVEL (log.level): "loud" is not debug, info, warn or error`,
+		`--relay-ip (relay.bind_ip): "bogus" is not an IP address`,
+		"relay: port range 80-65535 must lie within 1024-65535 with port_min <= port_max (relay.port_min from FERRY_RELAY_PORT_MIN)",
+	}
+	got := problemLines(t, err)
+	slices.Sort(got)
+	slices.Sort(want)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// The environment is Options.Environ, not whatever the process has.
+func TestEnvironmentIsOptionsEnviron(t *testing.T) {
+	t.Setenv("FERRY_TURN_REALM", "from-process")
+	f, err := Load(Options{Environ: []string{"FERRY_RELAY_PORT_MIN=50000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.TURN.Realm != "ferry" || f.Relay.PortMin != 50000 {
+		t.Fatalf("realm %q, port_min %d", f.TURN.Realm, f.Relay.PortMin)
 	}
 }

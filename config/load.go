@@ -7,9 +7,9 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
@@ -17,8 +17,10 @@ import (
 
 const envPrefix = "FERRY_"
 
-// Load reads the defaults, the file, the environment and the flags, resolves secret files and
-// validates. The error lists every problem found, one per line.
+// Load reads the defaults, the file, the environment (Options.Environ) and the flags,
+// resolves secret files and validates. The error lists every problem found, once, one per
+// line, each naming the setting and, when the value came from an environment variable or a
+// flag, that too.
 func Load(opts Options) (*File, error) {
 	v := viper.New()
 	v.SetConfigType("yaml")
@@ -26,7 +28,6 @@ func Load(opts Options) (*File, error) {
 		return nil, fmt.Errorf("config: embedded default: %w", err)
 	}
 	defaultKeys := v.AllKeys()
-	var problems []error
 	if opts.Path != "" {
 		data, err := os.ReadFile(opts.Path)
 		if err != nil {
@@ -36,68 +37,118 @@ func Load(opts Options) (*File, error) {
 			return nil, fmt.Errorf("config: %s: %w", opts.Path, err)
 		}
 	}
-	known := knownKeys(v)
-	v.SetEnvPrefix(strings.TrimSuffix(envPrefix, "_"))
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AllowEmptyEnv(true)
-	v.AutomaticEnv()
-	for _, kv := range opts.Environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, envPrefix) {
-			continue
-		}
-		key := strings.ToLower(strings.TrimPrefix(name, envPrefix))
-		emptyOK, ok := known[key]
-		switch _, value, _ := strings.Cut(kv, "="); {
-		case !ok:
-			problems = append(problems, fmt.Errorf("environment: %s is not a configuration key", name))
-		case value == "" && !emptyOK:
-			// A switch or a number has no empty value: the variable is a mistake.
-			problems = append(problems, fmt.Errorf("environment: %s is empty; give it a value or unset it", name))
-		}
+	var p problems
+	src := sources{}
+	env := environment(opts.Environ, knownKeys(v), src, &p)
+	if err := v.MergeConfigMap(env); err != nil {
+		return nil, fmt.Errorf("config: environment: %w", err)
 	}
 	if opts.Flags != nil {
 		for flag, key := range FlagKeys {
 			if f := opts.Flags.Lookup(flag); f != nil && f.Changed {
 				if err := v.BindPFlag(key, f); err != nil {
-					problems = append(problems, err)
+					p.add(key, "--%s: %v", flag, err)
 				}
+				src[key] = "--" + flag
 			}
 		}
 	}
 	var f File
 	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
-		durationNeedsUnit, strictScalars, mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(",")))
+		decodeDuration, strictScalars, mapstructure.StringToSliceHookFunc(",")))
+	failed := map[string]bool{}
 	if err := v.UnmarshalExact(&f, hook); err != nil {
-		problems = append(problems, decodeProblems(err, defaultKeys)...)
+		decodeProblems(err, defaultKeys, &p, failed)
 	}
-	problems = append(problems, f.resolveSecrets()...)
-	problems = append(problems, f.Validate()...)
-	if len(problems) > 0 {
-		return &f, joinProblems(problems)
+	f.resolveSecrets(&p)
+	for _, err := range f.Validate() {
+		if pr, ok := err.(*problem); !ok || !slices.ContainsFunc(pr.keys(), func(k string) bool { return failed[baseKey(k)] }) {
+			p.list = append(p.list, err)
+		}
+	}
+	if len(p.list) > 0 {
+		return &f, joinProblems(p.list, src)
 	}
 	return &f, nil
 }
 
-// knownKeys returns the underscore-joined keys (as in FERRY_ variables) of the defaults.
-// The value is true for keys that take an empty value: lists (emptied) and text (often ""
-// means "off"), not booleans or numbers.
-func knownKeys(v *viper.Viper) map[string]bool {
-	m := map[string]bool{}
+// sources maps a setting to where its value came from when that was not a file: an
+// environment variable ("FERRY_RELAY_UDP_GSO") or a flag ("--relay-ip").
+type sources map[string]string
+
+// envKey is a setting an environment variable may set.
+type envKey struct {
+	key     string // "relay.udp_gso"
+	emptyOK bool   // lists (emptied) and text (often "" means "off"), not switches or numbers
+}
+
+// knownKeys maps the FERRY_ variable of each key of the defaults to the key.
+func knownKeys(v *viper.Viper) map[string]envKey {
+	m := map[string]envKey{}
 	for _, k := range v.AllKeys() {
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(k, ".", "_"))
 		switch v.Get(k).(type) {
 		case []any, string:
-			m[strings.ReplaceAll(k, ".", "_")] = true
+			m[name] = envKey{key: k, emptyOK: true}
 		default:
-			m[strings.ReplaceAll(k, ".", "_")] = false
+			m[name] = envKey{key: k}
 		}
 	}
 	return m
 }
 
+// environment returns the FERRY_* variables of environ as a configuration layer (nested
+// maps, as a YAML file would give), records each one in src, and reports variables that
+// name no key or leave a switch or a number empty.
+func environment(environ []string, known map[string]envKey, src sources, p *problems) map[string]any {
+	layer := map[string]any{}
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, envPrefix) {
+			continue
+		}
+		k, ok := known[name]
+		switch {
+		case !ok:
+			msg := name + " is not a configuration key"
+			if s := suggestEnv(name, known); s != "" {
+				msg += " (did you mean " + s + "?)"
+			}
+			p.add("environment", "%s", msg)
+			continue
+		case value == "" && !k.emptyOK:
+			// A switch or a number has no empty value: the variable is a mistake.
+			p.add(k.key, "empty; give it a value or unset it")
+			src[k.key] = name
+			continue
+		}
+		src[k.key] = name
+		section, setting, _ := strings.Cut(k.key, ".")
+		m, _ := layer[section].(map[string]any)
+		if m == nil {
+			m = map[string]any{}
+			layer[section] = m
+		}
+		m[setting] = value
+	}
+	return layer
+}
+
+// suggestEnv returns a known variable close to an unknown one ("did you mean").
+func suggestEnv(name string, known map[string]envKey) string {
+	best, bestDist := "", 3
+	for k := range known {
+		if d := editDistance(name, k); d > 0 && (d < bestDist || d == bestDist && k < best) {
+			best, bestDist = k, d
+		}
+	}
+	return best
+}
+
 // strictScalars refuses what weak typing would bend: a fraction or an out-of-range number
 // into a whole number (udp_sockets: 2.7), a boolean into a number or text (socket_buffer:
-// true), and a fraction into text (socket_buffer: 4.0 would read as 4 bytes).
+// true), a fraction into text (socket_buffer: 4.0 would read as 4 bytes), and text other
+// than true or false into a switch.
 func strictScalars(from, to reflect.Type, data any) (any, error) {
 	switch to.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
@@ -118,28 +169,19 @@ func strictScalars(from, to reflect.Type, data any) (any, error) {
 			}
 			return n, nil
 		}
+	case reflect.Bool:
+		if v, ok := data.(string); ok {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return nil, fmt.Errorf("%q is not true or false", v)
+			}
+			return b, nil
+		}
 	case reflect.String:
 		switch from.Kind() {
 		case reflect.Bool, reflect.Float32, reflect.Float64:
 			return nil, fmt.Errorf("%v is not a value this setting takes", data)
 		}
-	}
-	return data, nil
-}
-
-var durationType = reflect.TypeOf(time.Duration(0))
-
-// durationNeedsUnit refuses a bare number for a duration: YAML "12" would otherwise mean
-// 12 nanoseconds.
-func durationNeedsUnit(from, to reflect.Type, data any) (any, error) {
-	if to != durationType {
-		return data, nil
-	}
-	switch from.Kind() {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
-		reflect.Float32, reflect.Float64:
-		return nil, fmt.Errorf("%v is a duration without a unit; write e.g. 30s, 5m or 12h", data)
 	}
 	return data, nil
 }
@@ -180,57 +222,113 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// decodeProblems splits mapstructure's combined error into one problem per line.
-func decodeProblems(err error, known []string) []error {
-	var out []error
-	for _, line := range strings.Split(err.Error(), "\n") {
-		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
-		if line == "" || strings.HasSuffix(line, "error(s) decoding:") || strings.HasPrefix(line, "decoding failed due to") {
-			continue
+// decodeProblems turns mapstructure's errors into one problem per setting (or unknown key)
+// and marks in failed the settings whose value could not be read, whose other problems are
+// then left out (a bad duration is not also "0s, must be positive").
+func decodeProblems(err error, known []string, p *problems, failed map[string]bool) {
+	var leaves []*mapstructure.DecodeError
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case *mapstructure.DecodeError:
+			leaves = append(leaves, e)
+		case interface{ Unwrap() []error }:
+			for _, err := range e.Unwrap() {
+				walk(err)
+			}
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
+		default:
+			p.add("config", "%v", err) // not mapstructure's: say it as it is
 		}
-		if section, keys, ok := strings.Cut(line, " has invalid keys: "); ok {
-			section = strings.Trim(section, "'")
+	}
+	walk(err)
+	for _, de := range leaves {
+		name, cause := de.Name(), de.Unwrap()
+		if keys, ok := strings.CutPrefix(cause.Error(), "has invalid keys: "); ok {
 			for _, k := range strings.Split(keys, ", ") {
-				msg := "unknown top-level key " + k
-				if section != "" {
-					msg = "unknown key " + section + "." + k
-				}
-				if s := suggest(section, k, known); s != "" {
-					msg += " (did you mean " + s + "?)"
-				}
-				out = append(out, errors.New(msg))
+				unknownKey(p, name, k, known)
 			}
 			continue
 		}
-		out = append(out, errors.New(line))
+		key := strings.TrimSuffix(name, "]")
+		if i := strings.LastIndexByte(key, '['); i >= 0 && key != name {
+			key = key[:i] // an entry of a list: the message quotes it
+		} else {
+			key = name
+		}
+		failed[baseKey(key)] = true
+		p.add(key, "%s", strings.TrimPrefix(cause.Error(), "'"+name+"' "))
 	}
-	if len(out) == 0 {
-		out = append(out, err)
-	}
-	return out
 }
 
-// joinProblems makes one error whose message lists every problem on its own line.
-func joinProblems(problems []error) error {
-	lines := make([]string, len(problems))
-	for i, p := range problems {
-		lines[i] = "  - " + p.Error()
+// unknownKey reports key, which section does not have, with a known key it may mean.
+func unknownKey(p *problems, section, key string, known []string) {
+	msg := "unknown top-level key " + key
+	if section != "" {
+		msg = "unknown key " + section + "." + key
 	}
-	return fmt.Errorf("config: %d problem(s):\n%s", len(problems), strings.Join(lines, "\n"))
+	if s := suggest(section, key, known); s != "" {
+		msg += " (did you mean " + s + "?)"
+	}
+	p.list = append(p.list, errors.New(msg))
+}
+
+// baseKey is the setting a key names, without list indexes: "auth.static_users" for
+// "auth.static_users[0].name".
+func baseKey(key string) string {
+	k, _, _ := strings.Cut(key, "[")
+	return k
+}
+
+// joinProblems makes one error whose message lists every problem on its own line, each
+// saying where a value came from when it was an environment variable or a flag
+// ("FERRY_RELAY_UDP_GSO (relay.udp_gso): \"maybe\" is not true or false").
+func joinProblems(list []error, src sources) error {
+	lines := make([]string, len(list))
+	for i, err := range list {
+		lines[i] = "  - " + src.describe(err)
+	}
+	return fmt.Errorf("config: %d problem(s):\n%s", len(list), strings.Join(lines, "\n"))
+}
+
+// describe renders a problem with the sources of the settings it names.
+func (s sources) describe(err error) string {
+	pr, ok := err.(*problem)
+	if !ok {
+		return err.Error()
+	}
+	where := pr.key
+	if from := s[baseKey(pr.key)]; from != "" {
+		where = from + " (" + pr.key + ")"
+	}
+	var notes []string
+	for _, k := range pr.related {
+		if from := s[baseKey(k)]; from != "" {
+			notes = append(notes, k+" from "+from)
+		}
+	}
+	msg := where + ": " + pr.msg
+	if len(notes) > 0 {
+		msg += " (" + strings.Join(notes, ", ") + ")"
+	}
+	return msg
 }
 
 // resolveSecrets reads auth.secrets_file (one secret per line; blank lines and lines
 // starting with # are ignored).
-func (f *File) resolveSecrets() []error {
+func (f *File) resolveSecrets(p *problems) {
 	if f.Auth.SecretsFile == "" {
-		return nil
+		return
 	}
 	if len(f.Auth.Secrets) > 0 {
-		return []error{errors.New("auth: set secrets or secrets_file, not both")}
+		p.addFor("auth.secrets_file", []string{"auth.secrets"}, "set auth.secrets or auth.secrets_file, not both")
+		return
 	}
 	data, err := os.ReadFile(f.Auth.SecretsFile)
 	if err != nil {
-		return []error{fmt.Errorf("auth.secrets_file: %w", err)}
+		p.add("auth.secrets_file", "%v", err)
+		return
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		line = strings.TrimSpace(line)
@@ -239,7 +337,6 @@ func (f *File) resolveSecrets() []error {
 		}
 	}
 	if len(f.Auth.Secrets) == 0 {
-		return []error{fmt.Errorf("auth.secrets_file: %s holds no secret", f.Auth.SecretsFile)}
+		p.add("auth.secrets_file", "%s holds no secret", f.Auth.SecretsFile)
 	}
-	return nil
 }
