@@ -6,9 +6,7 @@ package config
 import (
 	"bytes"
 	_ "embed"
-	"fmt"
-	"strconv"
-	"strings"
+	"net/netip"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -40,82 +38,9 @@ type RuntimeSection struct {
 	// GOGC is the GC target percentage (Go's GOGC); 0 means the GOGC environment variable
 	// when set, else Ferry's default of 50 (cmd/ferry). Lower trades CPU for memory.
 	GOGC int `mapstructure:"gogc" yaml:"gogc"`
-	// MemoryLimit is a soft memory limit for the Go runtime (Go's GOMEMLIMIT), e.g. "1GiB";
-	// "" keeps the environment's or none.
-	MemoryLimit string `mapstructure:"memory_limit" yaml:"memory_limit"`
-}
-
-// MemoryLimitBytes parses runtime.memory_limit ("512MiB", "2GiB", "1000000"), or returns -1
-// for "".
-func (r RuntimeSection) MemoryLimitBytes() (int64, error) {
-	if s := strings.TrimSpace(r.MemoryLimit); s == "" || s == "0" {
-		return -1, nil
-	}
-	n, err := parseSize("runtime.memory_limit", r.MemoryLimit)
-	if err == nil && n < minMemoryLimit {
-		hint := ""
-		if _, bare := strconv.Atoi(strings.TrimSpace(r.MemoryLimit)); bare == nil {
-			hint = fmt.Sprintf(" (a bare number is bytes: did you mean %sMiB?)", strings.TrimSpace(r.MemoryLimit))
-		}
-		return 0, fmt.Errorf("runtime.memory_limit: %q is less than 64MiB%s", r.MemoryLimit, hint)
-	}
-	return n, err
-}
-
-// minMemoryLimit is the smallest runtime.memory_limit taken: below it the collector would run
-// without pause (a bare "512" is bytes, not megabytes).
-const minMemoryLimit = 64 << 20
-
-// parseSize parses a byte size: a positive integer with an optional B, KiB, MiB, GiB or TiB
-// suffix ("512MiB", "4MiB", "1000000"). key names the setting in the error.
-func parseSize(key, in string) (int64, error) {
-	s := strings.TrimSpace(in)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = v, u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%s: %q is not a size like 512MiB or 2GiB", key, in)
-	}
-	return n * mult, nil
-}
-
-// maxSocketBuffer bounds turn.socket_buffer and relay.socket_buffer (the kernel takes an int
-// and doubles it).
-const maxSocketBuffer = 1 << 30
-
-// socketBuffer parses a socket buffer size; "" or "0" mean the kernel default (0).
-func socketBuffer(key, in string) (int, error) {
-	if s := strings.TrimSpace(in); s == "" || s == "0" {
-		return 0, nil
-	}
-	n, err := parseSize(key, in)
-	if err != nil {
-		return 0, err
-	}
-	if n > maxSocketBuffer {
-		return 0, fmt.Errorf("%s: %q is more than 1GiB", key, in)
-	}
-	return int(n), nil
-}
-
-// SocketBufferBytes parses turn.socket_buffer: bytes for each listener socket's receive and
-// send buffer, 0 for the kernel default.
-func (t TURNSection) SocketBufferBytes() (int, error) {
-	return socketBuffer("turn.socket_buffer", t.SocketBuffer)
-}
-
-// SocketBufferBytes parses relay.socket_buffer: bytes for each UDP relay socket's receive
-// and send buffer, 0 for the kernel default.
-func (r RelaySection) SocketBufferBytes() (int, error) {
-	return socketBuffer("relay.socket_buffer", r.SocketBuffer)
+	// MemoryLimit is a soft memory limit for the Go runtime (Go's GOMEMLIMIT), e.g. 1GiB, at
+	// least 64MiB; 0 ("") keeps the environment's or none.
+	MemoryLimit Size `mapstructure:"memory_limit" yaml:"memory_limit"`
 }
 
 // AdminSection configures the admin listener: /metrics, /healthz, /readyz, /debug/pprof.
@@ -135,17 +60,17 @@ type AllocLogSection struct {
 
 // HTTPSection configures the signaling HTTP listener (ICE servers, health).
 type HTTPSection struct {
-	Listen            string        `mapstructure:"listen" yaml:"listen"` // "" disables
-	TLSCertFile       string        `mapstructure:"tls_cert_file" yaml:"tls_cert_file"`
-	TLSKeyFile        string        `mapstructure:"tls_key_file" yaml:"tls_key_file"`
-	TrustedProxies    []string      `mapstructure:"trusted_proxies" yaml:"trusted_proxies"`
-	AllowedOrigins    []string      `mapstructure:"allowed_origins" yaml:"allowed_origins"`
-	MaxBodyBytes      int64         `mapstructure:"max_body_bytes" yaml:"max_body_bytes"`
-	MaxHeaderBytes    int           `mapstructure:"max_header_bytes" yaml:"max_header_bytes"`
-	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout" yaml:"read_header_timeout"`
-	ReadTimeout       time.Duration `mapstructure:"read_timeout" yaml:"read_timeout"`
-	WriteTimeout      time.Duration `mapstructure:"write_timeout" yaml:"write_timeout"`
-	IdleTimeout       time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
+	Listen            string         `mapstructure:"listen" yaml:"listen"` // "" disables
+	TLSCertFile       string         `mapstructure:"tls_cert_file" yaml:"tls_cert_file"`
+	TLSKeyFile        string         `mapstructure:"tls_key_file" yaml:"tls_key_file"`
+	TrustedProxies    []netip.Prefix `mapstructure:"trusted_proxies" yaml:"trusted_proxies"` // CIDRs; a bare address is one host
+	AllowedOrigins    []string       `mapstructure:"allowed_origins" yaml:"allowed_origins"`
+	MaxBodyBytes      int64          `mapstructure:"max_body_bytes" yaml:"max_body_bytes"`
+	MaxHeaderBytes    int            `mapstructure:"max_header_bytes" yaml:"max_header_bytes"`
+	ReadHeaderTimeout time.Duration  `mapstructure:"read_header_timeout" yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration  `mapstructure:"read_timeout" yaml:"read_timeout"`
+	WriteTimeout      time.Duration  `mapstructure:"write_timeout" yaml:"write_timeout"`
+	IdleTimeout       time.Duration  `mapstructure:"idle_timeout" yaml:"idle_timeout"`
 }
 
 // APISection configures the API keys that may call the HTTP API.
@@ -187,26 +112,35 @@ type TURNSection struct {
 	// UDPSockets is the number of SO_REUSEPORT sockets per UDP listen address; 0 means one
 	// per CPU (GOMAXPROCS), at most 64.
 	UDPSockets int `mapstructure:"udp_sockets" yaml:"udp_sockets"`
-	// SocketBuffer sizes each listener socket's receive and send buffer ("4MiB"); "" or "0"
+	// SocketBuffer sizes each listener socket's receive and send buffer, at most 1GiB; 0
 	// keeps the kernel default.
-	SocketBuffer string `mapstructure:"socket_buffer" yaml:"socket_buffer"`
+	SocketBuffer Size `mapstructure:"socket_buffer" yaml:"socket_buffer"`
 }
 
 // RelaySection configures relayed transport addresses and the peer policy.
 type RelaySection struct {
-	BindIP              string        `mapstructure:"bind_ip" yaml:"bind_ip"` // "auto" or an IPv4 address
-	BindIPv6            string        `mapstructure:"bind_ipv6" yaml:"bind_ipv6"`
-	AdvertisedIP        string        `mapstructure:"advertised_ip" yaml:"advertised_ip"`
-	AdvertisedIPv6      string        `mapstructure:"advertised_ipv6" yaml:"advertised_ipv6"`
-	PortMin             int           `mapstructure:"port_min" yaml:"port_min"`
-	PortMax             int           `mapstructure:"port_max" yaml:"port_max"`
-	AllowedPeers        []string      `mapstructure:"allowed_peers" yaml:"allowed_peers"`
-	DeniedPeers         []string      `mapstructure:"denied_peers" yaml:"denied_peers"`
-	TCPAllocations      bool          `mapstructure:"tcp_allocations" yaml:"tcp_allocations"`
-	StrictAddressFamily bool          `mapstructure:"strict_address_family" yaml:"strict_address_family"`
-	LegacyChannels      bool          `mapstructure:"legacy_channel_numbers" yaml:"legacy_channel_numbers"`
-	PacketMetrics       bool          `mapstructure:"packet_metrics" yaml:"packet_metrics"`
-	SocketBuffer        string        `mapstructure:"socket_buffer" yaml:"socket_buffer"`
+	// BindIP is the IPv4 address relay sockets bind to, or Auto (this host's first global
+	// IPv4 address, chosen by main); IPv4-mapped forms are unmapped. Unset: no IPv4 relaying.
+	BindIP AutoAddr `mapstructure:"bind_ip" yaml:"bind_ip"`
+	// BindIPv6 is the IPv6 relay address; the zero Addr turns IPv6 relaying off.
+	BindIPv6 netip.Addr `mapstructure:"bind_ipv6" yaml:"bind_ipv6"`
+	// AdvertisedIP and AdvertisedIPv6 are the public addresses behind 1:1 NAT that
+	// XOR-RELAYED-ADDRESS carries instead of the bind address; zero when not behind NAT.
+	AdvertisedIP   netip.Addr `mapstructure:"advertised_ip" yaml:"advertised_ip"`
+	AdvertisedIPv6 netip.Addr `mapstructure:"advertised_ipv6" yaml:"advertised_ipv6"`
+	PortMin        int        `mapstructure:"port_min" yaml:"port_min"`
+	PortMax        int        `mapstructure:"port_max" yaml:"port_max"`
+	// AllowedPeers are peer ranges the default policy would deny that peers may be in;
+	// DeniedPeers are always denied (and win). YAML takes CIDRs or bare addresses (one host).
+	AllowedPeers        []netip.Prefix `mapstructure:"allowed_peers" yaml:"allowed_peers"`
+	DeniedPeers         []netip.Prefix `mapstructure:"denied_peers" yaml:"denied_peers"`
+	TCPAllocations      bool           `mapstructure:"tcp_allocations" yaml:"tcp_allocations"`
+	StrictAddressFamily bool           `mapstructure:"strict_address_family" yaml:"strict_address_family"`
+	LegacyChannels      bool           `mapstructure:"legacy_channel_numbers" yaml:"legacy_channel_numbers"`
+	PacketMetrics       bool           `mapstructure:"packet_metrics" yaml:"packet_metrics"`
+	// SocketBuffer sizes each UDP relay socket's receive and send buffer, at most 1GiB; 0
+	// keeps the kernel default.
+	SocketBuffer        Size          `mapstructure:"socket_buffer" yaml:"socket_buffer"`
 	UDPGSO              bool          `mapstructure:"udp_gso" yaml:"udp_gso"`
 	MaxAllocationAge    time.Duration `mapstructure:"max_allocation_age" yaml:"max_allocation_age"`
 	MaxPermissions      int           `mapstructure:"max_permissions" yaml:"max_permissions"`

@@ -1,8 +1,10 @@
 package config
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -47,7 +49,7 @@ func TestFileEnvAndFlagsOverride(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.TURN.Realm != "clinic.example" || f.Relay.AllowedPeers[0] != "10.1.0.0/16" {
+	if f.TURN.Realm != "clinic.example" || f.Relay.AllowedPeers[0] != netip.MustParsePrefix("10.1.0.0/16") {
 		t.Errorf("file values lost: %+v", f)
 	}
 	if f.Relay.PortMin != 50000 || len(f.Auth.Secrets) != 2 || f.Auth.Secrets[1] != "second-secret-0123456789" {
@@ -197,52 +199,146 @@ http:
 }
 
 func TestRuntimeSettings(t *testing.T) {
-	for in, want := range map[string]int64{"": -1, "0": -1, "512MiB": 512 << 20, "2GiB": 2 << 30, "67108864": 64 << 20} {
-		got, err := RuntimeSection{MemoryLimit: in}.MemoryLimitBytes()
-		if err != nil || got != want {
-			t.Errorf("%q: %d %v, want %d", in, got, err, want)
+	for in, want := range map[string]Size{`""`: 0, "0": 0, "512MiB": 512 * MiB, "2GiB": 2 * GiB, "67108864": 64 * MiB} {
+		f, err := Load(Options{Path: write(t, "runtime:\n  memory_limit: "+in+"\n")})
+		if err != nil || f.Runtime.MemoryLimit != want {
+			t.Errorf("%s: %d %v, want %d", in, f.Runtime.MemoryLimit, err, want)
 		}
 	}
 	// A bare small number is bytes, surely not what was meant.
-	for in, want := range map[string]string{"512": "did you mean 512MiB", "64KiB": "less than 64MiB"} {
-		if _, err := (RuntimeSection{MemoryLimit: in}).MemoryLimitBytes(); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: %v, want %q", in, err, want)
+	for in, want := range map[string]string{
+		"512":   "runtime.memory_limit: 512 is less than 64MiB (a number without a unit is bytes: did you mean 512MiB?)",
+		"64KiB": "runtime.memory_limit: 64KiB is less than 64MiB",
+		"lots":  `runtime.memory_limit: "lots" is not a size; write whole bytes or whole KiB, MiB or GiB, e.g. 4MiB, 512KiB or 262144`,
+	} {
+		_, err := Load(Options{Path: write(t, "runtime:\n  memory_limit: "+in+"\n")})
+		if got := problemLines(t, err); len(got) != 1 || got[0] != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
 		}
 	}
-	p := write(t, "runtime:\n  gogc: -5\n  memory_limit: lots\n")
-	_, err := Load(Options{Path: p})
-	if err == nil || !strings.Contains(err.Error(), "runtime.gogc") || !strings.Contains(err.Error(), "runtime.memory_limit") {
-		t.Fatalf("bad runtime settings: %v", err)
+	_, err := Load(Options{Path: write(t, "runtime:\n  gogc: -5\n")})
+	if got := problemLines(t, err); len(got) != 1 || got[0] != "runtime.gogc: must be positive (or 0 for the default), got -5" {
+		t.Fatalf("bad runtime.gogc: %q", got)
 	}
 }
 
+// Sizes are read once into bytes, and bounded.
 func TestSocketSettings(t *testing.T) {
 	f, err := Load(Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := f.TURN.SocketBufferBytes(); err != nil || n != 4<<20 {
-		t.Errorf("default turn.socket_buffer: %d %v", n, err)
-	}
-	if n, err := f.Relay.SocketBufferBytes(); err != nil || n != 1<<20 {
-		t.Errorf("default relay.socket_buffer: %d %v", n, err)
+	if f.TURN.SocketBuffer != 4*MiB || f.Relay.SocketBuffer != 1*MiB {
+		t.Errorf("default socket buffers: turn %d, relay %d", f.TURN.SocketBuffer, f.Relay.SocketBuffer)
 	}
 	// A bare 0 in YAML (an integer) means the kernel default.
 	f, err = Load(Options{Path: write(t, "turn:\n  socket_buffer: 0\n  udp_sockets: 2\nrelay:\n  socket_buffer: 256KiB\n")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := f.TURN.SocketBufferBytes(); n != 0 || f.TURN.UDPSockets != 2 {
-		t.Errorf("turn: buffer %d, sockets %d", n, f.TURN.UDPSockets)
-	}
-	if n, _ := f.Relay.SocketBufferBytes(); n != 256<<10 {
-		t.Errorf("relay.socket_buffer: %d", n)
+	if f.TURN.SocketBuffer != 0 || f.TURN.UDPSockets != 2 || f.Relay.SocketBuffer != 256*KiB {
+		t.Errorf("turn: buffer %d, sockets %d; relay: buffer %d", f.TURN.SocketBuffer, f.TURN.UDPSockets, f.Relay.SocketBuffer)
 	}
 	_, err = Load(Options{Path: write(t, "turn:\n  socket_buffer: huge\n  udp_sockets: 65\nrelay:\n  socket_buffer: 2GiB\n")})
-	for _, want := range []string{"turn.socket_buffer", "turn.udp_sockets", "relay.socket_buffer"} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("missing %q in %v", want, err)
+	want := []string{
+		`turn.socket_buffer: "huge" is not a size; write whole bytes or whole KiB, MiB or GiB, e.g. 4MiB, 512KiB or 262144`,
+		"turn.udp_sockets: 65 is not 0 (one per CPU) to 64",
+		"relay.socket_buffer: 2GiB is more than 1GiB",
+	}
+	if got := problemLines(t, err); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// Addresses and CIDR lists reach main parsed: a bare address is one host, an IPv4-mapped
+// address is unmapped, and every bad entry is reported with its key and the entry.
+func TestAddressesParsedOnce(t *testing.T) {
+	f, err := Load(Options{Path: write(t, `
+relay:
+  bind_ip: "::ffff:192.0.2.10"
+  advertised_ip: 198.51.100.7
+  bind_ipv6: 2001:db8::10
+  allowed_peers: [10.1.0.0/16, 192.0.2.99, "2001:db8:1::/48"]
+  denied_peers: [10.1.2.0/24]
+http:
+  trusted_proxies: [127.0.0.1, 10.0.0.0/8]
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.Relay
+	if r.BindIP != (AutoAddr{Addr: netip.MustParseAddr("192.0.2.10")}) || r.AdvertisedIP != netip.MustParseAddr("198.51.100.7") ||
+		r.BindIPv6 != netip.MustParseAddr("2001:db8::10") || r.AdvertisedIPv6.IsValid() {
+		t.Errorf("relay addresses: %+v", r)
+	}
+	prefixes := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
 		}
+		return out
+	}
+	if !slices.Equal(r.AllowedPeers, prefixes("10.1.0.0/16", "192.0.2.99/32", "2001:db8:1::/48")) ||
+		!slices.Equal(r.DeniedPeers, prefixes("10.1.2.0/24")) ||
+		!slices.Equal(f.HTTP.TrustedProxies, prefixes("127.0.0.1/32", "10.0.0.0/8")) {
+		t.Errorf("CIDR lists: %v %v %v", r.AllowedPeers, r.DeniedPeers, f.HTTP.TrustedProxies)
+	}
+	if d, _ := Load(Options{}); d.Relay.BindIP != (AutoAddr{Auto: true}) {
+		t.Errorf("default bind_ip: %+v", d.Relay.BindIP)
+	}
+
+	_, err = Load(Options{Path: write(t, `
+relay:
+  bind_ip: 2001:db8::1
+  advertised_ip: not-an-ip
+  allowed_peers: [10.0.0.0/8, bogus, 10.0.0.0/33]
+  denied_peers: ["::1/129"]
+http:
+  trusted_proxies: [proxy.example]
+`), Environ: []string{"FERRY_RELAY_DENIED_PEERS=10.0.0.0/8,nope"}})
+	want := []string{
+		`relay.advertised_ip: "not-an-ip" is not an IP address`,
+		`relay.allowed_peers: "bogus" is not a CIDR (like 10.1.0.0/16) or an IP address`,
+		`relay.allowed_peers: "10.0.0.0/33" is not a CIDR (like 10.1.0.0/16) or an IP address`,
+		`FERRY_RELAY_DENIED_PEERS (relay.denied_peers): "nope" is not a CIDR (like 10.1.0.0/16) or an IP address`,
+		`http.trusted_proxies: "proxy.example" is not a CIDR (like 10.1.0.0/16) or an IP address`,
+		"relay.bind_ip: 2001:db8::1 is not an IPv4 address",
+	}
+	if got := problemLines(t, err); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// `ferry config print` shows values as they are written, and what it prints loads back.
+func TestPrintedConfigLoadsBack(t *testing.T) {
+	f, err := Load(Options{Path: write(t, `
+turn:
+  socket_buffer: 3MiB
+relay:
+  bind_ip: 192.0.2.10
+  allowed_peers: [10.1.0.0/16, 192.0.2.99]
+  socket_buffer: 1536KiB
+runtime:
+  memory_limit: 1GiB
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := f.Redacted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"socket_buffer: 3MiB", "bind_ip: 192.0.2.10", "- 192.0.2.99/32", "socket_buffer: 1536KiB", "memory_limit: 1GiB", "max_ttl: 24h0m0s"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("config print lacks %q:\n%s", want, out)
+		}
+	}
+	back, err := Load(Options{Path: write(t, string(out))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, f) {
+		t.Fatalf("loaded back differently:\n%+v\n%+v", back, f)
 	}
 }
 

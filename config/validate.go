@@ -103,8 +103,8 @@ func (f *File) validateTURN(p *problems) {
 	if n := t.UDPSockets; n < 0 || n > 64 {
 		p.add("turn.udp_sockets", "%d is not 0 (one per CPU) to 64", n)
 	}
-	if _, err := t.SocketBufferBytes(); err != nil {
-		p.list = append(p.list, err)
+	if t.SocketBuffer > maxSocketBuffer {
+		p.add("turn.socket_buffer", "%s is more than 1GiB", t.SocketBuffer)
 	}
 	if len(t.TLSListen) > 0 && (t.TLSCertFile == "" || t.TLSKeyFile == "") {
 		p.addFor("turn.tls_listen", []string{"turn.tls_cert_file", "turn.tls_key_file"},
@@ -138,30 +138,25 @@ func (f *File) validateListeners(p *problems) {
 // validateRelayAddresses checks the addresses relay sockets bind to and advertise.
 func (f *File) validateRelayAddresses(p *problems) {
 	r := f.Relay
-	checkIP := func(key, s string, v6 bool, allowAuto bool) {
-		if s == "" || (allowAuto && s == "auto") {
-			return
-		}
-		ip, err := netip.ParseAddr(s)
+	checkIP := func(key string, ip netip.Addr, v6 bool) {
 		switch {
-		case err != nil:
-			p.add(key, "%q is not an IP address", s)
+		case !ip.IsValid():
 		case v6 && !ip.Is6():
-			p.add(key, "%q is not an IPv6 address", s)
-		case !v6 && !ip.Unmap().Is4():
-			p.add(key, "%q is not an IPv4 address", s)
+			p.add(key, "%s is not an IPv6 address", ip)
+		case !v6 && !ip.Is4():
+			p.add(key, "%s is not an IPv4 address", ip)
 		case ip.IsUnspecified() || ip.IsMulticast():
-			p.add(key, "%q cannot be a relayed address", s)
+			p.add(key, "%s cannot be a relayed address", ip)
 		}
 	}
-	checkIP("relay.bind_ip", r.BindIP, false, true)
-	checkIP("relay.bind_ipv6", r.BindIPv6, true, false)
-	checkIP("relay.advertised_ip", r.AdvertisedIP, false, false)
-	checkIP("relay.advertised_ipv6", r.AdvertisedIPv6, true, false)
-	if r.BindIP == "" && r.BindIPv6 == "" {
+	checkIP("relay.bind_ip", r.BindIP.Addr, false)
+	checkIP("relay.bind_ipv6", r.BindIPv6, true)
+	checkIP("relay.advertised_ip", r.AdvertisedIP, false)
+	checkIP("relay.advertised_ipv6", r.AdvertisedIPv6, true)
+	if !r.BindIP.IsSet() && !r.BindIPv6.IsValid() {
 		p.addFor("relay", []string{"relay.bind_ip", "relay.bind_ipv6"}, "bind_ip and bind_ipv6 are both empty: nothing to relay from")
 	}
-	if r.AdvertisedIPv6 != "" && r.BindIPv6 == "" {
+	if r.AdvertisedIPv6.IsValid() && !r.BindIPv6.IsValid() {
 		p.addFor("relay.advertised_ipv6", []string{"relay.bind_ipv6"}, "needs relay.bind_ipv6")
 	}
 }
@@ -173,18 +168,8 @@ func (f *File) validateRelay(p *problems) {
 		p.addFor("relay", []string{"relay.port_min", "relay.port_max"},
 			"port range %d-%d must lie within 1024-65535 with port_min <= port_max", r.PortMin, r.PortMax)
 	}
-	for _, l := range []struct {
-		key  string
-		list []string
-	}{{"relay.allowed_peers", r.AllowedPeers}, {"relay.denied_peers", r.DeniedPeers}} {
-		for _, s := range l.list {
-			if _, err := ParseCIDR(s); err != nil {
-				p.add(l.key, "%q is not a CIDR or IP address", s)
-			}
-		}
-	}
-	if _, err := r.SocketBufferBytes(); err != nil {
-		p.list = append(p.list, err)
+	if r.SocketBuffer > maxSocketBuffer {
+		p.add("relay.socket_buffer", "%s is more than 1GiB", r.SocketBuffer)
 	}
 	if r.MaxAllocationAge <= 0 {
 		p.add("relay.max_allocation_age", "must be positive, got %s", r.MaxAllocationAge)
@@ -259,11 +244,6 @@ func (f *File) validateHTTP(p *problems) {
 		p.addFor("http", []string{"http.tls_cert_file", "http.tls_key_file"}, "set both tls_cert_file and tls_key_file, or neither")
 	}
 	checkKeyPair(p, "http", h.TLSCertFile, h.TLSKeyFile)
-	for _, s := range h.TrustedProxies {
-		if _, err := ParseCIDR(s); err != nil {
-			p.add("http.trusted_proxies", "%q is not a CIDR or IP address", s)
-		}
-	}
 	for _, o := range h.AllowedOrigins {
 		if !validOrigin(o) {
 			p.add("http.allowed_origins", "%q is not an origin like https://app.example.org (no wildcard, no path)", o)
@@ -341,10 +321,22 @@ func (f *File) validateRuntime(p *problems) {
 	if f.Runtime.GOGC < 0 {
 		p.add("runtime.gogc", "must be positive (or 0 for the default), got %d", f.Runtime.GOGC)
 	}
-	if _, err := f.Runtime.MemoryLimitBytes(); err != nil {
-		p.list = append(p.list, err)
+	if m := f.Runtime.MemoryLimit; m > 0 && m < minMemoryLimit {
+		hint := ""
+		if m < 64*KiB {
+			hint = fmt.Sprintf(" (a number without a unit is bytes: did you mean %dMiB?)", int64(m))
+		}
+		p.add("runtime.memory_limit", "%s is less than 64MiB%s", m, hint)
 	}
 }
+
+// minMemoryLimit is the smallest runtime.memory_limit taken: below it the collector would run
+// without pause (a bare "512" is bytes, not megabytes).
+const minMemoryLimit = 64 * MiB
+
+// maxSocketBuffer bounds turn.socket_buffer and relay.socket_buffer (the kernel takes an int
+// and doubles it).
+const maxSocketBuffer = 1 * GiB
 
 // validOrigin accepts a serialized origin: scheme://host[:port], no path, no wildcard.
 func validOrigin(o string) bool {
@@ -395,16 +387,4 @@ func checkListen(a string) error {
 		return errors.New("port must be 0-65535")
 	}
 	return nil
-}
-
-// ParseCIDR parses a CIDR or a bare address (a single host).
-func ParseCIDR(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p, nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -47,10 +47,7 @@ func newCredentialsCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				bind4, _, adv4, _, err := relayIPs(f, func(string) {})
-				if err != nil {
-					return err
-				}
+				bind4, _, adv4, _ := relayIPs(f, func(string) {})
 				var turn []string
 				for _, u := range signaling.BuildURLs(publicHost(f, bind4, adv4), configuredPorts(f.TURN.UDPListen),
 					configuredPorts(f.TURN.TCPListen), configuredPorts(f.TURN.TLSListen)) {

@@ -7,7 +7,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"net/netip"
 	"time"
 
 	"github.com/ferryrelay/ferry/auth"
@@ -28,11 +27,6 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		}
 		keys = append(keys, signaling.APIKey{Name: k.Name, SHA256: sum})
 	}
-	var proxies []netip.Prefix
-	for _, s := range f.HTTP.TrustedProxies {
-		p, _ := config.ParseCIDR(s)
-		proxies = append(proxies, p)
-	}
 	m, err := signaling.NewMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -45,7 +39,7 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		RatePerKey:     f.API.Rate,
 		BurstPerKey:    f.API.Burst,
 		AllowedOrigins: f.HTTP.AllowedOrigins,
-		TrustedProxies: proxies,
+		TrustedProxies: f.HTTP.TrustedProxies,
 		MaxBodyBytes:   f.HTTP.MaxBodyBytes,
 		Ready:          ready,
 		Metrics:        m,

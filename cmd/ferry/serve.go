@@ -133,7 +133,7 @@ func openListeners(ctx context.Context, f *config.File, warn func(string)) (*lis
 	if n == 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	buf, _ := f.TURN.SocketBufferBytes()
+	buf := int(f.TURN.SocketBuffer)
 	for _, a := range f.TURN.UDPListen {
 		socks, err := relay.ListenUDP(ctx, listenNetwork("udp", a), a, n, buf)
 		if err != nil {
@@ -147,7 +147,7 @@ func openListeners(ctx context.Context, f *config.File, warn func(string)) (*lis
 			warn(bufferWarning("turn.socket_buffer", buf, got))
 		}
 	}
-	if rbuf, _ := f.Relay.SocketBufferBytes(); rbuf > 0 {
+	if rbuf := int(f.Relay.SocketBuffer); rbuf > 0 {
 		if probe, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err == nil {
 			if got, err := relay.SetSocketBuffers(probe, rbuf); err == nil && got < rbuf {
 				warn(bufferWarning("relay.socket_buffer", rbuf, got))
@@ -268,7 +268,7 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 	if gc := gcPercent(f.Runtime.GOGC, os.Getenv("GOGC")); gc > 0 {
 		debug.SetGCPercent(gc)
 	}
-	if limit, _ := f.Runtime.MemoryLimitBytes(); limit > 0 {
+	if limit := int64(f.Runtime.MemoryLimit); limit > 0 {
 		debug.SetMemoryLimit(limit)
 	}
 	secrets, path, generated, err := ensureSecret(f)
@@ -287,10 +287,7 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 	if err != nil {
 		return nil, err
 	}
-	bind4, bind6, adv4, adv6, err := relayIPs(f, func(msg string) { log.Warn(msg) })
-	if err != nil {
-		return nil, err
-	}
+	bind4, bind6, adv4, adv6 := relayIPs(f, func(msg string) { log.Warn(msg) })
 	reg := metrics.NewRegistry(metrics.ReadBuildInfo())
 	certs, err := metrics.NewCertificateExpiry(reg)
 	if err != nil {
@@ -311,15 +308,6 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 			}
 			tlsConf.GetCertificate = bySNI(r.get, h.get)
 		}
-	}
-	var allowed, denied []netip.Prefix
-	for _, s := range f.Relay.AllowedPeers {
-		p, _ := config.ParseCIDR(s)
-		allowed = append(allowed, p)
-	}
-	for _, s := range f.Relay.DeniedPeers {
-		p, _ := config.ParseCIDR(s)
-		denied = append(denied, p)
 	}
 	var alog *alloclog.Log
 	var events relay.EventSink
@@ -347,7 +335,6 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		closeLog()
 		return nil, err
 	}
-	relayBuf, _ := f.Relay.SocketBufferBytes()
 	srv, err := relay.New(relay.Config{
 		Realm:                 f.TURN.Realm,
 		Auth:                  a,
@@ -363,13 +350,13 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		AdvertisedIPv6:        adv6,
 		PortMin:               uint16(f.Relay.PortMin),
 		PortMax:               uint16(f.Relay.PortMax),
-		AllowedPeers:          allowed,
-		DeniedPeers:           denied,
+		AllowedPeers:          f.Relay.AllowedPeers,
+		DeniedPeers:           f.Relay.DeniedPeers,
 		TCPAllocations:        f.Relay.TCPAllocations,
 		StrictAddressFamily:   f.Relay.StrictAddressFamily,
 		LegacyChannelNumbers:  f.Relay.LegacyChannels,
 		NoPacketMetrics:       !f.Relay.PacketMetrics,
-		RelaySocketBuffer:     relayBuf,
+		RelaySocketBuffer:     int(f.Relay.SocketBuffer),
 		NoGSO:                 !f.Relay.UDPGSO,
 		MaxAllocationAge:      f.Relay.MaxAllocationAge,
 		MaxAllocations:        f.Relay.MaxAllocations,

@@ -113,33 +113,16 @@ func newAuthenticator(f *config.File, secrets []string) (*auth.Authenticator, er
 	return auth.New(auth.Config{Secrets: secrets, StaticUsers: static, MaxTTL: f.Auth.MaxTTL, ClockSkew: f.Auth.ClockSkew})
 }
 
-// relayIPs resolves relay.bind_ip ("auto") and the advertised addresses. warn receives
-// operator advice (never an address of a user).
-func relayIPs(f *config.File, warn func(string)) (bind4, bind6, adv4, adv6 netip.Addr, err error) {
-	switch f.Relay.BindIP {
-	case "":
-	case "auto":
+// relayIPs resolves relay.bind_ip ("auto") and returns the relay's addresses (zero when
+// unset). warn receives operator advice (never an address of a user).
+func relayIPs(f *config.File, warn func(string)) (bind4, bind6, adv4, adv6 netip.Addr) {
+	bind4, bind6, adv4, adv6 = f.Relay.BindIP.Addr, f.Relay.BindIPv6, f.Relay.AdvertisedIP, f.Relay.AdvertisedIPv6
+	if f.Relay.BindIP.Auto {
 		bind4 = detectIPv4()
 		if bind4.IsLoopback() {
 			warn("relay.bind_ip auto: no global IPv4 address on this host; relaying on 127.0.0.1 serves local clients only. Set relay.bind_ip.")
 		}
-	default:
-		bind4, err = netip.ParseAddr(f.Relay.BindIP)
 	}
-	if err == nil && f.Relay.BindIPv6 != "" {
-		bind6, err = netip.ParseAddr(f.Relay.BindIPv6)
-	}
-	if err == nil && f.Relay.AdvertisedIP != "" {
-		adv4, err = netip.ParseAddr(f.Relay.AdvertisedIP)
-	}
-	if err == nil && f.Relay.AdvertisedIPv6 != "" {
-		adv6, err = netip.ParseAddr(f.Relay.AdvertisedIPv6)
-	}
-	if err != nil {
-		return
-	}
-	bind4 = bind4.Unmap()
-	adv4 = adv4.Unmap()
 	// A relayed address peers on the internet cannot reach: the default peer policy's ranges
 	// (private, CGNAT, loopback, documentation, ...) tell which.
 	public := relay.NewPeerPolicy(nil, nil, nil, nil)
@@ -147,7 +130,7 @@ func relayIPs(f *config.File, warn func(string)) (bind4, bind6, adv4, adv6 netip
 		key       string
 		bind, adv netip.Addr
 	}{{"relay.bind_ip", bind4, adv4}, {"relay.bind_ipv6", bind6, adv6}} {
-		if !a.bind.IsValid() || a.adv.IsValid() || a.bind.IsLoopback() && f.Relay.BindIP == "auto" {
+		if !a.bind.IsValid() || a.adv.IsValid() || a.bind.IsLoopback() && f.Relay.BindIP.Auto {
 			continue // nothing to say, or said above
 		}
 		if a.bind.IsLoopback() {
