@@ -19,6 +19,7 @@ import (
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/config"
 	"github.com/ferryrelay/ferry/relay"
+	"github.com/ferryrelay/ferry/signaling"
 	"github.com/spf13/cobra"
 )
 
@@ -205,6 +206,14 @@ func publicHost(f *config.File, bind4, adv4 netip.Addr) string {
 		return adv4.String()
 	}
 	return bind4.String()
+}
+
+// configuredURLs returns the ICE server URLs of the configured listeners, as /v1/ice-servers
+// lists those of the running ones.
+func configuredURLs(f *config.File) []signaling.URL {
+	bind4, _, adv4, _ := relayIPs(f, func(string) {})
+	return signaling.BuildURLs(publicHost(f, bind4, adv4), configuredPorts(f.TURN.UDPListen),
+		configuredPorts(f.TURN.TCPListen), configuredPorts(f.TURN.TLSListen))
 }
 
 // configuredPorts returns the ports of listen addresses ("host:port").
