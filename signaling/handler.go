@@ -384,6 +384,11 @@ func (h *handler) iceServers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET or POST")
 		return
 	}
+	r, problem := fromDraft(r) // the TURN REST draft's form (turnrest.go)
+	if problem != "" {
+		writeError(w, http.StatusBadRequest, "bad_request", problem)
+		return
+	}
 	key, ok := h.apiKey(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
