@@ -60,8 +60,10 @@ func TestBatchRoundTrip(t *testing.T) {
 					wb.Addrs[i] = dst
 					wb.Bufs[i][0] = byte(i)
 				}
-				if IsV6(a) != (tc.network == "udp6") {
-					t.Fatalf("IsV6 = %t on %s", IsV6(a), tc.network)
+				fallbackV6 := false
+				ra.Control(func(fd uintptr) { fallbackV6 = isV6(fd) })
+				if IsV6(a) != (tc.network == "udp6") || fallbackV6 != IsV6(a) {
+					t.Fatalf("IsV6 = %t (fallback's: %t) on %s", IsV6(a), fallbackV6, tc.network)
 				}
 				if n, err := im.write(ra, IsV6(a), wb, 5); n != 5 || err != nil {
 					t.Fatalf("write: %d %v", n, err)
