@@ -175,7 +175,8 @@ type Options struct {
 	Path string
 	// Flags are command-line flags bound to keys (see FlagKeys); only changed flags apply.
 	Flags *pflag.FlagSet
-	// Environ is the process environment (os.Environ()); FERRY_* variables override keys.
+	// Environ is the environment to read (os.Environ() in ferry); its FERRY_* variables
+	// override keys. Load reads no other environment.
 	Environ []string
 }
 

@@ -42,14 +42,14 @@ func TestFileEnvAndFlagsOverride(t *testing.T) {
 	t.Setenv("FERRY_TURN_UDP_LISTEN", "")
 	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
 	AddFlags(fs)
-	if err := fs.Parse([]string{"--log-level", "debug", "--tcp-listen", "127.0.0.1:3479"}); err != nil {
+	if err := fs.Parse([]string{"--log-level", "debug", "--tcp-listen", "127.0.0.1:3479", "--allowed-peer", "192.0.2.5", "--relay-ip", "192.0.2.1"}); err != nil {
 		t.Fatal(err)
 	}
 	f, err := Load(Options{Path: p, Flags: fs, Environ: os.Environ()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.TURN.Realm != "clinic.example" || f.Relay.AllowedPeers[0] != netip.MustParsePrefix("10.1.0.0/16") {
+	if f.TURN.Realm != "clinic.example" || len(f.TURN.TCPListen) != 1 {
 		t.Errorf("file values lost: %+v", f)
 	}
 	if f.Relay.PortMin != 50000 || len(f.Auth.Secrets) != 2 || f.Auth.Secrets[1] != "second-secret-0123456789" {
@@ -60,6 +60,10 @@ func TestFileEnvAndFlagsOverride(t *testing.T) {
 	}
 	if f.Log.Level != "debug" || len(f.TURN.TCPListen) != 1 || f.TURN.TCPListen[0] != "127.0.0.1:3479" {
 		t.Errorf("flags lost: %+v %+v", f.Log, f.TURN.TCPListen)
+	}
+	if !slices.Equal(f.Relay.AllowedPeers, []netip.Prefix{netip.MustParsePrefix("192.0.2.5/32")}) ||
+		f.Relay.BindIP.Addr != netip.MustParseAddr("192.0.2.1") {
+		t.Errorf("address flags (over the file's allowed_peers): %v %v", f.Relay.AllowedPeers, f.Relay.BindIP)
 	}
 }
 
