@@ -74,7 +74,7 @@ func TestC13TimestampFormsOnTheWire(t *testing.T) {
 		ok       bool
 		reason   string
 	}{
-		{"1893456000000:u-0001", false, auth.ReasonMalformed},
+		{"1893456000000:u-0001", false, auth.ReasonTooFarAhead}, // milliseconds: an expiry 50,000 years ahead
 		{"99999999999:u-0001", false, auth.ReasonTooFarAhead},
 		{strconv.FormatInt(now+86400, 10) + ":u-0001", true, ""},
 		{strconv.FormatInt(now-1, 10) + ":u-0001", false, auth.ReasonExpired},

@@ -370,19 +370,6 @@ func (t *ttlParam) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-type iceServer struct {
-	URLs       []string `json:"urls"`
-	Username   string   `json:"username,omitempty"`
-	Credential string   `json:"credential,omitempty"`
-}
-
-type rtcConfiguration struct {
-	ICEServers         []iceServer `json:"iceServers"`
-	ICETransportPolicy string      `json:"iceTransportPolicy,omitempty"`
-	TTL                int64       `json:"ttl"`
-	ExpiresAt          string      `json:"expiresAt"`
-}
-
 // restResponse is draft-uberti-behave-turn-rest-00 §2.2.
 type restResponse struct {
 	Username string   `json:"username"`
@@ -395,6 +382,11 @@ func (h *handler) iceServers(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		w.Header().Set("Allow", "GET, POST")
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET or POST")
+		return
+	}
+	r, problem := fromDraft(r) // the TURN REST draft's form (turnrest.go)
+	if problem != "" {
+		writeError(w, http.StatusBadRequest, "bad_request", problem)
 		return
 	}
 	key, ok := h.apiKey(r)
@@ -467,14 +459,7 @@ func (h *handler) iceServers(w http.ResponseWriter, r *http.Request) {
 			return u.Scheme != "stun" && !want[u.Transport]
 		})
 	}
-	var stun, turn []URL
-	for _, u := range urls {
-		if u.Scheme == "stun" {
-			stun = append(stun, u)
-		} else {
-			turn = append(turn, u)
-		}
-	}
+	_, turn := splitURLs(urls)
 	if len(turn) == 0 {
 		writeError(w, http.StatusBadRequest, "bad_request", "no running TURN listener matches the requested transports")
 		return
@@ -488,21 +473,16 @@ func (h *handler) iceServers(w http.ResponseWriter, r *http.Request) {
 		h.cfg.Metrics.issued.Inc()
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	secs := int64(cred.TTL / time.Second)
-	servers := []iceServer{}
-	if len(stun) > 0 {
-		servers = append(servers, iceServer{URLs: urlStrings(stun)})
-	}
-	servers = append(servers, iceServer{URLs: urlStrings(turn), Username: cred.Username, Credential: cred.Password})
+	conf := NewRTCConfiguration(urls, cred)
+	conf.ICETransportPolicy = policy
 	switch r.URL.Query().Get("format") {
 	case "", "rtcconfiguration":
-		writeJSON(w, http.StatusOK, rtcConfiguration{ICEServers: servers, ICETransportPolicy: policy,
-			TTL: secs, ExpiresAt: cred.Expires.UTC().Format(time.RFC3339)})
+		writeJSON(w, http.StatusOK, conf)
 	case "array":
-		writeJSON(w, http.StatusOK, servers)
+		writeJSON(w, http.StatusOK, conf.ICEServers)
 	case "rest":
 		writeJSON(w, http.StatusOK, restResponse{Username: cred.Username, Password: cred.Password,
-			TTL: secs, URIs: urlStrings(turn)})
+			TTL: conf.TTL, URIs: urlStrings(turn)})
 	default:
 		writeError(w, http.StatusBadRequest, "bad_request", `format must be "rest" or "array" (or absent)`)
 	}

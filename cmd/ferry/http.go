@@ -7,7 +7,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"net/netip"
 
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/config"
@@ -27,11 +26,6 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		}
 		keys = append(keys, signaling.APIKey{Name: k.Name, SHA256: sum})
 	}
-	var proxies []netip.Prefix
-	for _, s := range f.HTTP.TrustedProxies {
-		p, _ := config.ParseCIDR(s)
-		proxies = append(proxies, p)
-	}
 	m, err := signaling.NewMetrics(reg)
 	if err != nil {
 		return nil, err
@@ -44,7 +38,7 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		RatePerKey:     f.API.Rate,
 		BurstPerKey:    f.API.Burst,
 		AllowedOrigins: f.HTTP.AllowedOrigins,
-		TrustedProxies: proxies,
+		TrustedProxies: f.HTTP.TrustedProxies,
 		MaxBodyBytes:   f.HTTP.MaxBodyBytes,
 		Ready:          ready,
 		Metrics:        m,

@@ -47,7 +47,7 @@ func (s *sockets) openUDP(ctx context.Context, f *config.File, _ tlsConfigs) err
 	if n == 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	buf, _ := f.TURN.SocketBufferBytes()
+	buf := int(f.TURN.SocketBuffer)
 	for _, a := range f.TURN.UDPListen {
 		socks, err := relay.ListenUDP(ctx, listenNetwork("udp", a), a, n, buf)
 		if err != nil {
@@ -108,12 +108,12 @@ func (s *sockets) openHTTP(ctx context.Context, f *config.File, _ tlsConfigs) er
 
 // warnBuffers says once per setting when the kernel capped the socket buffers asked for.
 func (s *sockets) warnBuffers(f *config.File, warn func(string)) {
-	if buf, _ := f.TURN.SocketBufferBytes(); len(s.udp) > 0 && buf > 0 {
+	if buf := int(f.TURN.SocketBuffer); len(s.udp) > 0 && buf > 0 {
 		if got, err := relay.SetSocketBuffers(s.udp[0][0], buf); err == nil && got < buf {
 			warn(bufferWarning("turn.socket_buffer", buf, got))
 		}
 	}
-	if rbuf, _ := f.Relay.SocketBufferBytes(); rbuf > 0 {
+	if rbuf := int(f.Relay.SocketBuffer); rbuf > 0 {
 		if probe, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err == nil {
 			if got, err := relay.SetSocketBuffers(probe, rbuf); err == nil && got < rbuf {
 				warn(bufferWarning("relay.socket_buffer", rbuf, got))

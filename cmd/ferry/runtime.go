@@ -19,7 +19,7 @@ func setRuntime(f *config.File) {
 	if gc := gcPercent(f.Runtime.GOGC, os.Getenv("GOGC")); gc > 0 {
 		debug.SetGCPercent(gc)
 	}
-	if limit, _ := f.Runtime.MemoryLimitBytes(); limit > 0 {
+	if limit := int64(f.Runtime.MemoryLimit); limit > 0 {
 		debug.SetMemoryLimit(limit)
 	}
 }

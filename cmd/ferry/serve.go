@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"path/filepath"
 	"sync/atomic"
 	"time"
@@ -110,9 +109,8 @@ func (st *startup) setupAuth(context.Context) error {
 }
 
 func (st *startup) setupRelayIPs(context.Context) error {
-	var err error
-	st.ips, err = resolveRelayIPs(st.f, func(msg string) { st.log.Warn(msg) })
-	return err
+	st.ips = resolveRelayIPs(st.f, func(msg string) { st.log.Warn(msg) })
+	return nil
 }
 
 func (st *startup) setupMetrics(context.Context) error {
@@ -171,17 +169,16 @@ func (st *startup) openSockets(ctx context.Context) error {
 
 func (st *startup) startRelay(context.Context) error {
 	f, socks := st.f, st.s.socks
-	relayBuf, _ := f.Relay.SocketBufferBytes()
 	srv, err := relay.New(relay.Config{
 		Realm: f.TURN.Realm, Auth: st.auth,
 		UDP: socks.udp, TCP: socks.tcp, TLS: socks.tls,
 		RelayIPv4: st.ips.bind4, RelayIPv6: st.ips.bind6, AdvertisedIPv4: st.ips.adv4, AdvertisedIPv6: st.ips.adv6,
 		PortMin: uint16(f.Relay.PortMin), PortMax: uint16(f.Relay.PortMax),
-		AllowedPeers: parsePrefixes(f.Relay.AllowedPeers), DeniedPeers: parsePrefixes(f.Relay.DeniedPeers),
+		AllowedPeers: f.Relay.AllowedPeers, DeniedPeers: f.Relay.DeniedPeers,
 		ServicePorts:   servicePorts(socks),
 		TCPAllocations: f.Relay.TCPAllocations, StrictAddressFamily: f.Relay.StrictAddressFamily,
 		LegacyChannelNumbers: f.Relay.LegacyChannels, NoPacketMetrics: !f.Relay.PacketMetrics,
-		RelaySocketBuffer: relayBuf, NoGSO: !f.Relay.UDPGSO,
+		RelaySocketBuffer: int(f.Relay.SocketBuffer), NoGSO: !f.Relay.UDPGSO,
 		MaxAllocationAge: f.Relay.MaxAllocationAge, MaxAllocations: f.Relay.MaxAllocations,
 		MaxAllocationsPerUser: f.Relay.MaxAllocationsUser, MaxPermissions: f.Relay.MaxPermissions,
 		MaxConnectionsPerIP: f.Relay.MaxConnectionsPerIP, MaxConnections: f.Relay.MaxConnections,
@@ -211,17 +208,6 @@ func (s *sockets) httpAddrs() (out []net.Addr) {
 	}
 	if s.admin != nil {
 		out = append(out, s.admin.Addr())
-	}
-	return out
-}
-
-// parsePrefixes turns validated CIDR strings into prefixes.
-func parsePrefixes(in []string) []netip.Prefix {
-	var out []netip.Prefix
-	for _, s := range in {
-		if p, err := config.ParseCIDR(s); err == nil {
-			out = append(out, p)
-		}
 	}
 	return out
 }
