@@ -109,11 +109,11 @@ func cmpOr(a, b time.Duration) time.Duration {
 
 // roomRequest is the body of POST /v1/rooms.
 type roomRequest struct {
-	ValidFrom  *time.Time `json:"validFrom"`
-	ValidUntil *time.Time `json:"validUntil"`
-	TTL        *ttlParam  `json:"ttl"`
-	HostName   *string    `json:"hostName"`
-	MaxGuests  *int       `json:"maxGuests"`
+	ValidFrom  *string   `json:"validFrom"`
+	ValidUntil *string   `json:"validUntil"`
+	TTL        *ttlParam `json:"ttl"`
+	HostName   *string   `json:"hostName"`
+	MaxGuests  *int      `json:"maxGuests"`
 }
 
 // createRoom is POST /v1/rooms: API key, CORS and rate limits as /v1/ice-servers.
@@ -161,11 +161,19 @@ func (h *Handler) createRoom(w http.ResponseWriter, r *http.Request) {
 
 func (q roomRequest) spec() (RoomSpec, error) {
 	var s RoomSpec
-	if q.ValidFrom != nil {
-		s.ValidFrom = *q.ValidFrom
-	}
-	if q.ValidUntil != nil {
-		s.ValidUntil = *q.ValidUntil
+	for _, f := range []struct {
+		name string
+		in   *string
+		out  *time.Time
+	}{{"validFrom", q.ValidFrom, &s.ValidFrom}, {"validUntil", q.ValidUntil, &s.ValidUntil}} {
+		if f.in == nil {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339, *f.in)
+		if err != nil {
+			return s, fmt.Errorf("%s must be an RFC 3339 time like 2026-11-29T14:00:00Z", f.name)
+		}
+		*f.out = t
 	}
 	if q.TTL != nil {
 		secs, err := parseSeconds(string(*q.TTL))

@@ -220,7 +220,8 @@ func (c *wsConn) write(it item) bool {
 		}
 	}
 	if data != nil {
-		ctx, cancel := context.WithTimeout(c.ctx, writeTimeout)
+		// Not c.ctx: a write cancelled midway would drop the connection before its close frame.
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 		err := c.ws.Write(ctx, websocket.MessageText, data)
 		cancel()
 		if err != nil {
@@ -279,7 +280,7 @@ func (c *wsConn) pingLoop() {
 			stop()
 		}
 		seq := c.written.Load()
-		ctx, cancel := context.WithCancel(c.ctx)
+		ctx, cancel := context.WithCancel(context.Background()) // see write
 		stopTimeout := c.cfg.Clock.AfterFunc(c.cfg.PingInterval, cancel)
 		err := c.ws.Ping(ctx)
 		stopTimeout()
