@@ -496,3 +496,23 @@ func httpGet(t *testing.T, u string) (int, []byte) {
 	data, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, data
 }
+
+// pongs is the number of answered pings over every open room connection.
+func (e *roomEnv) pongs() uint64 {
+	e.h.hub.mu.Lock()
+	defer e.h.hub.mu.Unlock()
+	var n uint64
+	for c := range e.h.hub.conns {
+		n += c.pongs.Load()
+	}
+	return n
+}
+
+// step advances the clock by one ping interval and waits until want more pings have been
+// answered, so that no ping timeout can outrun a pong that is on its way.
+func (e *roomEnv) step(t *testing.T, d time.Duration, want uint64) {
+	t.Helper()
+	before := e.pongs()
+	e.clock.Advance(d)
+	eventually(t, "pongs", func() bool { return e.pongs() >= before+want })
+}

@@ -49,6 +49,7 @@ type wsConn struct {
 	lastRead  atomic.Int64  // unix nanoseconds of the last message, by the clock
 	written   atomic.Uint64 // seq of the last relayed message written
 	confirmed atomic.Uint64
+	pongs     atomic.Uint64 // answered pings
 
 	mu        sync.Mutex // guards the timers
 	stopIdle  func() bool
@@ -289,6 +290,7 @@ func (c *wsConn) pingLoop() {
 			c.stop(closeDead)
 			return
 		}
+		c.pongs.Add(1)
 		if seq > c.confirmed.Load() {
 			c.confirmed.Store(seq)
 			c.sess.Confirm(seq)
