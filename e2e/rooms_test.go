@@ -60,9 +60,7 @@ func (p *wsPeer) send(t *testing.T, m map[string]any) {
 	data, _ := json.Marshal(m)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := p.ws.Write(context.Background(), websocket.MessageText, data); err != nil {
-		t.Errorf("ws write: %v", err)
-	}
+	_ = p.ws.Write(context.Background(), websocket.MessageText, data) // a failure shows as a missing reply
 }
 
 func (p *wsPeer) expect(t *testing.T, typ string) map[string]any {
