@@ -32,10 +32,9 @@ type fakeClock struct {
 }
 
 type fakeTimer struct {
-	at          time.Time
-	f           func()
-	done        bool
-	createdSeqn int
+	at   time.Time
+	f    func()
+	done bool
 }
 
 func newFakeClock() *fakeClock {
