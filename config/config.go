@@ -46,6 +46,7 @@ type File struct {
 	AllocLog AllocLogSection `mapstructure:"alloclog" yaml:"alloclog"`
 	Admin    AdminSection    `mapstructure:"admin" yaml:"admin"`
 	Runtime  RuntimeSection  `mapstructure:"runtime" yaml:"runtime"`
+	Rooms    RoomsSection    `mapstructure:"rooms" yaml:"rooms"`
 }
 
 // RuntimeSection tunes the Go runtime's garbage collector.
@@ -159,6 +160,9 @@ type HTTPSection struct {
 	ReadTimeout       time.Duration `mapstructure:"read_timeout" yaml:"read_timeout"`
 	WriteTimeout      time.Duration `mapstructure:"write_timeout" yaml:"write_timeout"`
 	IdleTimeout       time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
+	// PublicURL is the base of consultation links, e.g. "https://consult.clinic.example";
+	// "" means http://<server.public_host or relay IP>:<http.listen port>.
+	PublicURL string `mapstructure:"public_url" yaml:"public_url"`
 }
 
 // APISection configures the API keys that may call the HTTP API.
@@ -349,6 +353,8 @@ func Load(opts Options) (*File, error) {
 		problems = append(problems, decodeProblems(err, defaultKeys)...)
 	}
 	problems = append(problems, f.resolveSecrets()...)
+	problems = append(problems, f.resolveRoomKeys()...)
+	problems = append(problems, f.validateRooms()...)
 	problems = append(problems, f.Validate()...)
 	if len(problems) > 0 {
 		return &f, joinProblems(problems)
@@ -819,6 +825,7 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 func (f *File) Redacted() ([]byte, error) {
 	c := *f
 	c.Auth.Secrets = redact(f.Auth.Secrets)
+	c.Rooms.SigningKeys = redact(f.Rooms.SigningKeys)
 	c.Auth.StaticUsers = nil
 	for _, u := range f.Auth.StaticUsers {
 		c.Auth.StaticUsers = append(c.Auth.StaticUsers, StaticUser{Name: u.Name, Password: "<redacted>"})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -18,8 +19,9 @@ import (
 
 // newHTTPServer builds the signaling HTTP server with the configured timeouts and limits.
 // Its error log is discarded: net/http would log client addresses there.
+// Its Handler is a *signaling.Handler: close it after Shutdown to end room connections.
 func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registerer, urls []signaling.URL,
-	ready func() bool, access signaling.AccessSink, certExpiry func(time.Time)) (*http.Server, error) {
+	ready func() bool, access signaling.AccessSink, certExpiry func(time.Time), logger *slog.Logger) (*http.Server, error) {
 	var keys []signaling.APIKey
 	for _, k := range f.API.Keys {
 		sum, err := signaling.ParseAPIKeyHash(k.SHA256)
@@ -37,6 +39,10 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 	if err != nil {
 		return nil, err
 	}
+	rooms, err := roomsConfig(f, reg, logger)
+	if err != nil {
+		return nil, err
+	}
 	h := signaling.NewHandler(signaling.Config{
 		Auth:           a,
 		URLs:           urls,
@@ -50,6 +56,7 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		Ready:          ready,
 		Metrics:        m,
 		Access:         access,
+		Rooms:          rooms,
 	})
 	var tlsConf *tls.Config
 	if f.HTTP.TLSCertFile != "" {

@@ -404,7 +404,7 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 		h, err := newHTTPServer(f, a, reg, signaling.BuildURLs(publicHost(f, bind4, adv4),
 			portsOf(udpAddrs), portsOf(tcpAddrs), portsOf(tlsAddrs)), func() bool {
 			return srv.Ready() && !s.stopping.Load()
-		}, access, func(t time.Time) { certs.Set("http", t) })
+		}, access, func(t time.Time) { certs.Set("http", t) }, log)
 		if err != nil {
 			srv.Close()
 			socks.close()
@@ -525,6 +525,9 @@ func (s *server) stop() error {
 		}
 	}
 	shutdown(s.http, s.httpDone)
+	if s.http != nil { // room WebSockets are hijacked: Shutdown leaves them to the handler
+		errs = append(errs, s.http.Handler.(*signaling.Handler).Close())
+	}
 	errs = append(errs, s.relay.Close())
 	s.socks.closeTURN()
 	if s.alloclog != nil { // after the relay: its shutdown events are written too
