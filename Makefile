@@ -3,6 +3,8 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Arguments for `make run`, e.g. make run ARGS="--config ferry.yaml"
 ARGS        ?=
+# How long `make fuzz` runs each Fuzz target
+FUZZTIME    ?= 15s
 # Arguments for `make bench`, e.g. make bench BENCH_ARGS="-quick" (see go run ./bench -h)
 BENCH_ARGS  ?=
 # Packages that must also build on macOS and Windows (make lint vets them for both). The
@@ -11,7 +13,7 @@ PORTABLE    ?= ./config/... ./auth/... ./signaling/... ./metrics/... ./internal/
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test test-deps test-short lint fuzz bench clean
+.PHONY: help build run test test-deps test-short fuzz lint bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,8 +33,13 @@ test-deps: ## Install the real clients the tests drive (Debian packages), if mis
 test-short: ## Run the unit tests only (no end-to-end tests, no external programs)
 	$(GO) test -short -count=1 ./...
 
-fuzz: ## Run every fuzz target for 15 s each (FUZZTIME=1m for longer); CI runs it
-	@./.ci/fuzz
+fuzz: ## Run every Fuzz target for FUZZTIME (15s) each, from its committed corpus (testdata/fuzz)
+	@set -e; for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for target in $$(grep -h '^func Fuzz' $$dir/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+	    echo "fuzz $$dir $$target ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$dir; \
+	  done; \
+	done
 
 lint: ## gofmt, go vet (also for macOS and Windows: PORTABLE) and staticcheck
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -31,6 +31,7 @@ type File struct {
 	AllocLog AllocLogSection `mapstructure:"alloclog" yaml:"alloclog"`
 	Admin    AdminSection    `mapstructure:"admin" yaml:"admin"`
 	Runtime  RuntimeSection  `mapstructure:"runtime" yaml:"runtime"`
+	Rooms    RoomsSection    `mapstructure:"rooms" yaml:"rooms"`
 }
 
 // RuntimeSection tunes the Go runtime's garbage collector.
@@ -71,6 +72,9 @@ type HTTPSection struct {
 	ReadTimeout       time.Duration  `mapstructure:"read_timeout" yaml:"read_timeout"`
 	WriteTimeout      time.Duration  `mapstructure:"write_timeout" yaml:"write_timeout"`
 	IdleTimeout       time.Duration  `mapstructure:"idle_timeout" yaml:"idle_timeout"`
+	// PublicURL is the base of consultation links, e.g. "https://consult.clinic.example";
+	// "" means http://<server.public_host or relay IP>:<http.listen port>.
+	PublicURL string `mapstructure:"public_url" yaml:"public_url"`
 }
 
 // APISection configures the API keys that may call the HTTP API.
@@ -218,6 +222,7 @@ func AddFlags(fs *pflag.FlagSet) {
 func (f *File) Redacted() ([]byte, error) {
 	c := *f
 	c.Auth.Secrets = redact(f.Auth.Secrets)
+	c.Rooms.SigningKeys = redact(f.Rooms.SigningKeys)
 	c.Auth.StaticUsers = nil
 	for _, u := range f.Auth.StaticUsers {
 		c.Auth.StaticUsers = append(c.Auth.StaticUsers, StaticUser{Name: u.Name, Password: "<redacted>"})

@@ -34,6 +34,7 @@ func (f *File) Validate() []error {
 		(*File).validateAdmin,
 		(*File).validateAllocLog,
 		(*File).validateRuntime,
+		(*File).validateRooms,
 	} {
 		step(f, &p)
 	}

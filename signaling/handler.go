@@ -1,5 +1,6 @@
 // Package signaling is Ferry's HTTP add-on: it hands web apps ready-to-use ICE servers with
-// short-lived TURN credentials, and reports health.
+// short-lived TURN credentials, runs consultation rooms over WebSocket (ferry.v1), and
+// reports health.
 package signaling
 
 import (
@@ -81,12 +82,18 @@ type AccessSink interface{ HTTPRequest(AccessRecord) }
 
 // Metrics are the signaling collectors; create them once per registry.
 type Metrics struct {
-	requests *prometheus.CounterVec
-	issued   prometheus.Counter
+	requests     *prometheus.CounterVec
+	issued       prometheus.Counter
+	roomsCreated prometheus.Counter
+	roomConns    prometheus.Gauge
+	roomCloses   *prometheus.CounterVec
+	roomRelayed  *prometheus.CounterVec
+	roomRefused  *prometheus.CounterVec
 }
 
-// NewMetrics registers ferry_http_requests_total{route,code} and
-// ferry_credentials_issued_total on reg.
+// NewMetrics registers ferry_http_requests_total{route,code}, ferry_credentials_issued_total
+// and the room connection metrics (ferry_room_*) on reg. No label ever holds a room, a
+// participant or an address.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -95,16 +102,43 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"route", "code"}),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ferry_credentials_issued_total",
-			Help: "TURN credentials issued through /v1/ice-servers.",
+			Help: "TURN credentials issued: /v1/ice-servers and the ICE servers of room participants.",
 		}),
+		roomsCreated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ferry_rooms_created_total",
+			Help: "Rooms created through POST /v1/rooms.",
+		}),
+		roomConns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ferry_room_connections_active",
+			Help: "Room WebSocket connections joined to a room now.",
+		}),
+		roomCloses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_room_connections_closed_total",
+			Help: "Room WebSocket connections ended or refused, by reason (README, Close codes).",
+		}, []string{"reason"}),
+		roomRelayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_room_messages_relayed_total",
+			Help: "Messages relayed between room participants, by type.",
+		}, []string{"type"}),
+		roomRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ferry_room_messages_refused_total",
+			Help: "Room messages answered with an error, by error code.",
+		}, []string{"code"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.issued} {
+	for _, c := range []prometheus.Collector{m.requests, m.issued, m.roomsCreated, m.roomConns,
+		m.roomCloses, m.roomRelayed, m.roomRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("signaling: metrics: %w", err)
 		}
 	}
 	for _, r := range []string{"/v1/ice-servers", "/healthz", "/readyz"} {
 		m.requests.WithLabelValues(r, "200")
+	}
+	for _, l := range closeLabels {
+		m.roomCloses.WithLabelValues(l)
+	}
+	for _, t := range []string{TypeOffer, TypeAnswer, TypeCandidate, TypeRestart, TypeBye} {
+		m.roomRelayed.WithLabelValues(t)
 	}
 	return m, nil
 }
@@ -137,27 +171,43 @@ type Config struct {
 	Metrics *Metrics
 	// Access, if not nil, receives one record per request.
 	Access AccessSink
-	// Now is the clock; nil means time.Now.
+	// Now is the clock; nil means time.Now (or Rooms.Clock when rooms are on).
 	Now func() time.Time
+	// Rooms, if not nil, turns on consultation rooms: POST /v1/rooms and
+	// GET /v1/rooms/{room}/ws.
+	Rooms *RoomsConfig
 }
 
-type handler struct {
+// Handler is the signaling HTTP handler. Close it to end the room connections.
+type Handler struct {
 	cfg     Config
 	now     func() time.Time
 	mux     *http.ServeMux
 	mu      sync.Mutex
 	limits  map[string]*rate.Limiter
 	origins map[string]bool
+	hub     wsHub
+	closed  sync.Once
 }
 
-// NewHandler returns the signaling HTTP handler: GET/POST /v1/ice-servers, /healthz and
-// /readyz. Errors are JSON {"error":{"code","message"}}; nothing about a request is logged.
-func NewHandler(cfg Config) http.Handler {
+// NewHandler returns the signaling HTTP handler: GET/POST /v1/ice-servers, /healthz,
+// /readyz, and with cfg.Rooms POST /v1/rooms and GET /v1/rooms/{room}/ws. Errors are JSON
+// {"error":{"code","message"}}; nothing about a request is logged.
+func NewHandler(cfg Config) *Handler {
 	cfg.DefaultTTL = cmp.Or(cfg.DefaultTTL, DefaultTTL)
 	cfg.RatePerKey = cmp.Or(cfg.RatePerKey, DefaultRatePerKey)
 	cfg.BurstPerKey = cmp.Or(cfg.BurstPerKey, DefaultBurstPerKey)
 	cfg.MaxBodyBytes = cmp.Or(cfg.MaxBodyBytes, DefaultMaxBodyBytes)
-	h := &handler{cfg: cfg, now: cfg.Now, limits: map[string]*rate.Limiter{}, origins: map[string]bool{}}
+	h := &Handler{cfg: cfg, now: cfg.Now, limits: map[string]*rate.Limiter{}, origins: map[string]bool{},
+		hub: wsHub{conns: map[*wsConn]struct{}{}, perIP: map[netip.Addr]int{}}}
+	if cfg.Rooms != nil {
+		rc := *cfg.Rooms
+		rc.defaults()
+		h.cfg.Rooms = &rc
+		if h.now == nil {
+			h.now = rc.Clock.Now
+		}
+	}
 	if h.now == nil {
 		h.now = time.Now
 	}
@@ -166,6 +216,10 @@ func NewHandler(cfg Config) http.Handler {
 	}
 	h.mux = http.NewServeMux()
 	h.mux.HandleFunc("/v1/ice-servers", h.iceServers)
+	if h.cfg.Rooms != nil {
+		h.mux.HandleFunc("/v1/rooms", h.createRoom)
+		h.mux.HandleFunc("GET /v1/rooms/{room}/ws", h.serveRoomWS)
+	}
 	h.mux.HandleFunc("/healthz", h.healthz)
 	h.mux.HandleFunc("/readyz", h.readyz)
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
@@ -174,13 +228,35 @@ func NewHandler(cfg Config) http.Handler {
 	return h
 }
 
-// routeLabel bounds the route label of metrics and access records.
+// Close ends every room connection (close code 1001), waits for their goroutines, and
+// closes the rooms. Idempotent.
+func (h *Handler) Close() error {
+	var err error
+	h.closed.Do(func() {
+		h.hub.close()
+		if h.cfg.Rooms != nil {
+			err = h.cfg.Rooms.Rooms.Close()
+		}
+	})
+	return err
+}
+
+// routeLabel bounds the route label of metrics and access records: never a room id.
 func routeLabel(path string) string {
 	switch path {
-	case "/v1/ice-servers", "/healthz", "/readyz":
+	case "/v1/ice-servers", "/healthz", "/readyz", "/v1/rooms":
 		return path
 	}
+	if strings.HasPrefix(path, "/v1/rooms/") && strings.HasSuffix(path, "/ws") {
+		return "/v1/rooms/ws"
+	}
 	return "other"
+}
+
+func (h *Handler) gaugeConns(d float64) {
+	if h.cfg.Metrics != nil {
+		h.cfg.Metrics.roomConns.Add(d)
+	}
 }
 
 type statusWriter struct {
@@ -195,6 +271,9 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController and WebSocket upgrades reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
@@ -202,7 +281,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	route := routeLabel(r.URL.Path)
 	defer func() {
@@ -238,7 +317,7 @@ func truncate(s string, n int) string {
 
 // cors sets the CORS headers for allowed origins and answers preflight requests. It returns
 // true when the request is fully answered.
-func (h *handler) cors(w http.ResponseWriter, r *http.Request) bool {
+func (h *Handler) cors(w http.ResponseWriter, r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
 	if origin == "" {
@@ -265,7 +344,7 @@ func (h *handler) cors(w http.ResponseWriter, r *http.Request) bool {
 
 // clientIP is the request's source address, or the address a trusted proxy reports in
 // X-Forwarded-For (the right-most entry that is not itself a trusted proxy).
-func (h *handler) clientIP(r *http.Request) netip.Addr {
+func (h *Handler) clientIP(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return netip.Addr{}
@@ -289,7 +368,7 @@ func (h *handler) clientIP(r *http.Request) netip.Addr {
 	return ip
 }
 
-func (h *handler) trusted(ip netip.Addr) bool {
+func (h *Handler) trusted(ip netip.Addr) bool {
 	for _, p := range h.cfg.TrustedProxies {
 		if p.Contains(ip) {
 			return true
@@ -298,11 +377,11 @@ func (h *handler) trusted(ip netip.Addr) bool {
 	return false
 }
 
-func (h *handler) healthz(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
 	if h.cfg.Ready != nil && !h.cfg.Ready() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
 		return
@@ -312,7 +391,7 @@ func (h *handler) readyz(w http.ResponseWriter, r *http.Request) {
 
 // apiKey returns the name of the key in the Authorization header, comparing against every
 // configured key in constant time.
-func (h *handler) apiKey(r *http.Request) (string, bool) {
+func (h *Handler) apiKey(r *http.Request) (string, bool) {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || token == "" {
 		return "", false
@@ -329,7 +408,7 @@ func (h *handler) apiKey(r *http.Request) (string, bool) {
 
 // allow applies the per-key rate limit; it returns the wait until the next token when the
 // request must be refused.
-func (h *handler) allow(key string) (time.Duration, bool) {
+func (h *Handler) allow(key string) (time.Duration, bool) {
 	if h.cfg.RatePerKey < 0 {
 		return 0, true
 	}
@@ -378,7 +457,7 @@ type restResponse struct {
 	URIs     []string `json:"uris"`
 }
 
-func (h *handler) iceServers(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) iceServers(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		w.Header().Set("Allow", "GET, POST")
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET or POST")
@@ -389,30 +468,18 @@ func (h *handler) iceServers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", problem)
 		return
 	}
-	key, ok := h.apiKey(r)
-	if !ok {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
-		writeError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown API key (Authorization: Bearer <key>)")
-		return
-	}
-	if wait, ok := h.allow(key); !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
-		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many requests for this API key")
+	if !h.authorize(w, r) {
 		return
 	}
 	req, status, err := h.parse(w, r)
 	if err != nil {
-		code := "bad_request"
-		if status == http.StatusRequestEntityTooLarge {
-			code = "payload_too_large"
-		}
-		writeError(w, status, code, err.Error())
+		writeBodyError(w, status, err)
 		return
 	}
 	ttl := h.cfg.DefaultTTL
 	if req.TTL != nil {
-		secs, err := strconv.ParseInt(string(*req.TTL), 10, 64)
-		if err != nil || secs <= 0 {
+		secs, err := parseSeconds(string(*req.TTL))
+		if err != nil {
 			writeError(w, http.StatusBadRequest, "bad_request", "ttl must be a positive whole number of seconds")
 			return
 		}
@@ -464,16 +531,12 @@ func (h *handler) iceServers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "no running TURN listener matches the requested transports")
 		return
 	}
-	cred, err := h.cfg.Auth.Issue(user, ttl)
+	conf, cred, err := h.iceConfig(user, ttl, urls)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", "cannot issue credentials")
 		return
 	}
-	if h.cfg.Metrics != nil {
-		h.cfg.Metrics.issued.Inc()
-	}
 	w.Header().Set("Cache-Control", "no-store")
-	conf := NewRTCConfiguration(urls, cred)
 	conf.ICETransportPolicy = policy
 	switch r.URL.Query().Get("format") {
 	case "", "rtcconfiguration":
@@ -489,7 +552,7 @@ func (h *handler) iceServers(w http.ResponseWriter, r *http.Request) {
 }
 
 // parse reads the parameters from the query string and, for POST, a JSON body (which wins).
-func (h *handler) parse(w http.ResponseWriter, r *http.Request) (iceRequest, int, error) {
+func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (iceRequest, int, error) {
 	var req iceRequest
 	q := r.URL.Query()
 	if v, ok := q["ttl"]; ok {
@@ -512,16 +575,9 @@ func (h *handler) parse(w http.ResponseWriter, r *http.Request) (iceRequest, int
 	if r.Method != http.MethodPost {
 		return req, 0, nil
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return req, http.StatusRequestEntityTooLarge, fmt.Errorf("request body larger than %d bytes", h.cfg.MaxBodyBytes)
-		}
-		return req, http.StatusBadRequest, errors.New("cannot read the request body")
-	}
-	if len(strings.TrimSpace(string(body))) == 0 {
-		return req, 0, nil
+	body, status, err := h.readBody(w, r)
+	if err != nil || len(body) == 0 {
+		return req, status, err
 	}
 	var b iceRequest
 	dec := json.NewDecoder(strings.NewReader(string(body)))
@@ -577,4 +633,70 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	var e apiError
 	e.Error.Code, e.Error.Message = code, msg
 	writeJSON(w, status, e)
+}
+
+// authorize checks the API key and its rate limit, answering 401 or 429 itself.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request) bool {
+	key, ok := h.apiKey(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="ferry"`)
+		writeError(w, http.StatusUnauthorized, "unauthorized", "missing or unknown API key (Authorization: Bearer <key>)")
+		return false
+	}
+	if wait, ok := h.allow(key); !ok {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many requests for this API key")
+		return false
+	}
+	return true
+}
+
+// readBody reads a request body of at most MaxBodyBytes; blank bodies read as empty. On
+// error it returns the status to answer (413 or 400).
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body larger than %d bytes", h.cfg.MaxBodyBytes)
+		}
+		return nil, http.StatusBadRequest, errors.New("cannot read the request body")
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return nil, 0, nil
+	}
+	return body, 0, nil
+}
+
+func writeBodyError(w http.ResponseWriter, status int, err error) {
+	code := "bad_request"
+	if status == http.StatusRequestEntityTooLarge {
+		code = "payload_too_large"
+	}
+	writeError(w, status, code, err.Error())
+}
+
+// parseSeconds parses a positive whole number of seconds.
+func parseSeconds(s string) (int64, error) {
+	secs, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || secs <= 0 {
+		return 0, errors.New("not a positive whole number of seconds")
+	}
+	return secs, nil
+}
+
+
+// iceConfig issues a TURN REST credential for user, valid for ttl (capped at the
+// authenticator's MaxTTL), and returns the RTCConfiguration for urls (NewRTCConfiguration).
+// /v1/ice-servers and the rooms' welcome, admitted and ice-servers messages use it alike.
+func (h *Handler) iceConfig(user string, ttl time.Duration, urls []URL) (RTCConfiguration, auth.Credential, error) {
+	ttl = min(ttl, h.cfg.Auth.MaxTTL())
+	cred, err := h.cfg.Auth.Issue(user, ttl)
+	if err != nil {
+		return RTCConfiguration{}, cred, err
+	}
+	if h.cfg.Metrics != nil {
+		h.cfg.Metrics.issued.Inc()
+	}
+	return NewRTCConfiguration(urls, cred), cred, nil
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net/http/httptest"
 	"net/netip"
@@ -113,7 +114,7 @@ api: {keys: [{name: app, sha256: %x}]}
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := newHTTPServer(f, a, prometheus.NewRegistry(), configuredURLs(f), nil, nil, nil)
+	h, err := newHTTPServer(f, a, prometheus.NewRegistry(), configuredURLs(f), nil, nil, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 
@@ -16,8 +17,9 @@ import (
 
 // newHTTPServer builds the signaling HTTP server with the configured timeouts and limits.
 // Its error log is discarded: net/http would log client addresses there.
+// Its Handler is a *signaling.Handler: close it after Shutdown to end room connections.
 func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registerer, urls []signaling.URL,
-	ready func() bool, access signaling.AccessSink, tlsConf *tls.Config) (*http.Server, error) {
+	ready func() bool, access signaling.AccessSink, tlsConf *tls.Config, logger *slog.Logger) (*http.Server, error) {
 	var keys []signaling.APIKey
 	for _, k := range f.API.Keys {
 		sum, err := signaling.ParseAPIKeyHash(k.SHA256)
@@ -27,6 +29,10 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		keys = append(keys, signaling.APIKey{Name: k.Name, SHA256: sum})
 	}
 	m, err := signaling.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	rooms, err := roomsConfig(f, reg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -43,6 +49,7 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		Ready:          ready,
 		Metrics:        m,
 		Access:         access,
+		Rooms:          rooms,
 	})
 	return &http.Server{
 		Handler:           h,

@@ -220,7 +220,7 @@ func (st *startup) startHTTP(context.Context) error {
 	udp, tcp, tls := socks.addrs()
 	urls := signaling.BuildURLs(publicHost(f, st.ips.bind4, st.ips.adv4), portsOf(udp), portsOf(tcp), portsOf(tls))
 	ready := func() bool { return srv.Ready() && !st.s.stopping.Load() }
-	h, err := newHTTPServer(f, st.auth, st.reg, urls, ready, st.access, st.tls.http)
+	h, err := newHTTPServer(f, st.auth, st.reg, urls, ready, st.access, st.tls.http, st.log)
 	if err != nil {
 		return err
 	}
@@ -290,6 +290,9 @@ func (s *server) stop() error {
 		}
 	}
 	shutdown(s.http, s.httpDone)
+	if s.http != nil { // room WebSockets are hijacked: Shutdown leaves them to the handler
+		errs = append(errs, s.http.Handler.(*signaling.Handler).Close())
+	}
 	errs = append(errs, s.relay.Close())
 	s.socks.closeTURN()
 	if s.alloclog != nil { // after the relay: its shutdown events are written too

@@ -68,42 +68,52 @@ func ensureSecret(f *config.File) (secrets []string, path string, generated bool
 	if len(f.Auth.Secrets) > 0 {
 		return f.Auth.Secrets, "", false, nil
 	}
+	s, path, generated, err := ensureKeyFile(f, secretFileName, 16)
+	if err != nil {
+		return nil, path, false, err
+	}
+	return []string{s}, path, generated, nil
+}
+
+// ensureKeyFile returns the key in the data directory's file name, generating it (32
+// random bytes, base64url, in a 0600 file) on first use. generated reports a new key.
+func ensureKeyFile(f *config.File, name string, minLen int) (key, path string, generated bool, err error) {
 	dir, err := dataDir(f)
 	if err != nil {
-		return nil, "", false, err
+		return "", "", false, err
 	}
-	path = filepath.Join(dir, secretFileName)
+	path = filepath.Join(dir, name)
 	data, err := os.ReadFile(path)
 	if err == nil {
 		s := strings.TrimSpace(string(data))
-		if len(s) < 16 {
-			return nil, path, false, fmt.Errorf("secret file %s is too short; delete it to generate a new one", path)
+		if len(s) < minLen {
+			return "", path, false, fmt.Errorf("key file %s is too short; delete it to generate a new one", path)
 		}
-		return []string{s}, path, false, nil
+		return s, path, false, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, path, false, fmt.Errorf("secret file: %w", err)
+		return "", path, false, fmt.Errorf("key file: %w", err)
 	}
 	buf := make([]byte, 32)
 	if _, err := rand.Read(buf); err != nil {
-		return nil, path, false, err
+		return "", path, false, err
 	}
 	s := base64.RawURLEncoding.EncodeToString(buf)
 	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) { // another ferry process won the race
-			return ensureSecret(f)
+			return ensureKeyFile(f, name, minLen)
 		}
-		return nil, path, false, fmt.Errorf("secret file: %w", err)
+		return "", path, false, fmt.Errorf("key file: %w", err)
 	}
 	if _, err := fh.WriteString(s + "\n"); err != nil {
 		fh.Close()
-		return nil, path, false, fmt.Errorf("secret file: %w", err)
+		return "", path, false, fmt.Errorf("key file: %w", err)
 	}
 	if err := fh.Close(); err != nil {
-		return nil, path, false, fmt.Errorf("secret file: %w", err)
+		return "", path, false, fmt.Errorf("key file: %w", err)
 	}
-	return []string{s}, path, true, nil
+	return s, path, true, nil
 }
 
 func newAuthenticator(f *config.File, secrets []string) (*auth.Authenticator, error) {
