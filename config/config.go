@@ -119,6 +119,9 @@ type TURNSection struct {
 	// SocketBuffer sizes each listener socket's receive and send buffer, at most 1GiB; 0
 	// keeps the kernel default.
 	SocketBuffer Size `mapstructure:"socket_buffer" yaml:"socket_buffer"`
+	// NonceLifetime is how long a NONCE stays valid; then requests get 438 Stale Nonce with
+	// a fresh one (RFC 8489 §9.2.4). 1 min to 24 h.
+	NonceLifetime time.Duration `mapstructure:"nonce_lifetime" yaml:"nonce_lifetime"`
 }
 
 // RelaySection configures relayed transport addresses and the peer policy.
@@ -144,9 +147,11 @@ type RelaySection struct {
 	PacketMetrics       bool           `mapstructure:"packet_metrics" yaml:"packet_metrics"`
 	// SocketBuffer sizes each UDP relay socket's receive and send buffer, at most 1GiB; 0
 	// keeps the kernel default.
-	SocketBuffer        Size          `mapstructure:"socket_buffer" yaml:"socket_buffer"`
-	UDPGSO              bool          `mapstructure:"udp_gso" yaml:"udp_gso"`
-	MaxAllocationAge    time.Duration `mapstructure:"max_allocation_age" yaml:"max_allocation_age"`
+	SocketBuffer     Size          `mapstructure:"socket_buffer" yaml:"socket_buffer"`
+	UDPGSO           bool          `mapstructure:"udp_gso" yaml:"udp_gso"`
+	MaxAllocationAge time.Duration `mapstructure:"max_allocation_age" yaml:"max_allocation_age"`
+	// MaxLifetime caps the LIFETIME a client may ask for (RFC 8656 §7.2); 600 s to 24 h.
+	MaxLifetime         time.Duration `mapstructure:"max_lifetime" yaml:"max_lifetime"`
 	MaxPermissions      int           `mapstructure:"max_permissions" yaml:"max_permissions"`
 	MaxConnectionsPerIP int           `mapstructure:"max_connections_per_ip" yaml:"max_connections_per_ip"`
 	MaxConnections      int           `mapstructure:"max_connections" yaml:"max_connections"`

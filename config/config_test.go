@@ -75,8 +75,10 @@ turn:
   udp_listen: ["not-an-address"]
   tls_listen: [":5349"]
   colour: blue
+  nonce_lifetime: 5s
 relay:
   port_min: 70000
+  max_lifetime: 2m
   allowed_peer: 10.0.0.0/8
   allowed_peers: ["10.0.0.0/33", "bogus"]
   denied_peers: ["::1/129"]
@@ -111,6 +113,8 @@ extra: 1
 		"auth.max_ttl",
 		"auth.secrets[0]: shorter than 16",
 		"auth.static_users[0]: a static name cannot contain ':'",
+		"turn.nonce_lifetime: must be 1m to 24h, got 5s",
+		"relay.max_lifetime: must be 10m (the default lifetime) to 24h, got 2m0s",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing problem %q in:\n%v", want, err)

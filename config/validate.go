@@ -101,6 +101,9 @@ func (f *File) validateTURN(p *problems) {
 		p.addFor("turn", []string{"turn.udp_listen", "turn.tcp_listen", "turn.tls_listen"},
 			"no listeners: set udp_listen, tcp_listen or tls_listen")
 	}
+	if d := t.NonceLifetime; d < time.Minute || d > 24*time.Hour {
+		p.add("turn.nonce_lifetime", "must be 1m to 24h, got %s", d)
+	}
 	if n := t.UDPSockets; n < 0 || n > 64 {
 		p.add("turn.udp_sockets", "%d is not 0 (one per CPU) to 64", n)
 	}
@@ -174,6 +177,9 @@ func (f *File) validateRelay(p *problems) {
 	}
 	if r.MaxAllocationAge <= 0 {
 		p.add("relay.max_allocation_age", "must be positive, got %s", r.MaxAllocationAge)
+	}
+	if r.MaxLifetime < 10*time.Minute || r.MaxLifetime > 24*time.Hour {
+		p.add("relay.max_lifetime", "must be 10m (the default lifetime) to 24h, got %s", r.MaxLifetime)
 	}
 	if r.MaxAllocations < 0 {
 		p.add("relay.max_allocations", "cannot be negative (0 is no cap), got %d", r.MaxAllocations)

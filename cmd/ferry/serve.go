@@ -179,6 +179,7 @@ func (st *startup) startRelay(context.Context) error {
 		TCPAllocations: f.Relay.TCPAllocations, StrictAddressFamily: f.Relay.StrictAddressFamily,
 		LegacyChannelNumbers: f.Relay.LegacyChannels, NoPacketMetrics: !f.Relay.PacketMetrics,
 		RelaySocketBuffer: int(f.Relay.SocketBuffer), NoGSO: !f.Relay.UDPGSO,
+		NonceLifetime: f.TURN.NonceLifetime, MaxLifetime: f.Relay.MaxLifetime,
 		MaxAllocationAge: f.Relay.MaxAllocationAge, MaxAllocations: f.Relay.MaxAllocations,
 		MaxAllocationsPerUser: f.Relay.MaxAllocationsUser, MaxPermissions: f.Relay.MaxPermissions,
 		MaxConnectionsPerIP: f.Relay.MaxConnectionsPerIP, MaxConnections: f.Relay.MaxConnections,
