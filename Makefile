@@ -7,9 +7,9 @@ ARGS        ?=
 FUZZTIME    ?= 15s
 # Arguments for `make bench`, e.g. make bench BENCH_ARGS="-quick" (see go run ./bench -h)
 BENCH_ARGS  ?=
-# Packages that must also build on macOS and Windows (make lint vets them for both). The
-# relay and cmd/ferry join when the relay builds there; bench/ stays Linux-only.
-PORTABLE    ?= ./config/... ./auth/... ./signaling/... ./metrics/... ./internal/...
+# Packages that must also build on macOS and Windows (make lint vets them for both);
+# bench/ and e2e/ stay Linux-only.
+PORTABLE    ?= ./cmd/... ./relay/... ./config/... ./auth/... ./signaling/... ./metrics/... ./alloclog/... ./internal/...
 
 .DEFAULT_GOAL := help
 
