@@ -348,3 +348,49 @@ func openFiles(t *testing.T) int {
 	}
 	return len(entries)
 }
+
+// Relay to relay (C06) on one server, both clients on UDP, goes the short way (no datagram
+// through the kernel), yet keeps every rule of the long way: the receiving allocation needs
+// a permission for the sender's relayed address, channels frame as ChannelData, and the
+// traffic is counted on both allocations, as their end events show.
+func TestRelayToRelayRules(t *testing.T) {
+	env := newTestEnv(t)
+	a, ra := env.allocated(t, "udp", "doctor")
+	b, rb := env.allocated(t, "udp", "patient")
+	if code, _ := a.do(stun.MethodCreatePermission, peerAttr{ap: rb}); code != 0 {
+		t.Fatal("A permission")
+	}
+	before := env.metric(t, "ferry_turn_dropped_packets_total", "reason", "no_permission")
+	a.send(a.sendIndication(peerAttr{ap: rb}, []byte("B has no permission for A yet")))
+	b.expectNothing(200 * time.Millisecond)
+	if got := env.metric(t, "ferry_turn_dropped_packets_total", "reason", "no_permission") - before; got != 1 {
+		t.Fatalf("no_permission drops: %v, want 1", got)
+	}
+	if code, _ := b.do(stun.MethodChannelBind, chanNum(0x4002), peerAttr{ap: ra}); code != 0 {
+		t.Fatal("B ChannelBind")
+	}
+	for range 3 {
+		a.send(a.sendIndication(peerAttr{ap: rb}, []byte("12345")))
+		b.expectData(0x4002, ra, []byte("12345"))
+	}
+	b.send(b.channelData(0x4002, []byte("1234567")))
+	a.expectData(0, rb, []byte("1234567"))
+	for _, c := range []*stunClient{a, b} {
+		if code, _ := c.do(stun.MethodRefresh, lifetime(0)); code != 0 {
+			t.Fatal("delete")
+		}
+	}
+	waitFor(t, func() bool { return len(env.sink.ended()) == 2 })
+	totals := map[uint64]AllocationEnd{}
+	for _, e := range env.sink.ended() {
+		totals[e.PacketsToPeer*100+e.PacketsToClient] = e
+	}
+	// A sent 3 (15 bytes) and got 1 (7 bytes); B the other way round. The refused one
+	// counts nowhere.
+	if e, ok := totals[3*100+1]; !ok || e.BytesToPeer != 15 || e.BytesToClient != 7 {
+		t.Errorf("A's totals: %+v", env.sink.ended())
+	}
+	if e, ok := totals[1*100+3]; !ok || e.BytesToPeer != 7 || e.BytesToClient != 15 {
+		t.Errorf("B's totals: %+v", env.sink.ended())
+	}
+}

@@ -685,7 +685,6 @@ func parseSeconds(s string) (int64, error) {
 	return secs, nil
 }
 
-
 // iceConfig issues a TURN REST credential for user, valid for ttl (capped at the
 // authenticator's MaxTTL), and returns the RTCConfiguration for urls (NewRTCConfiguration).
 // /v1/ice-servers and the rooms' welcome, admitted and ice-servers messages use it alike.

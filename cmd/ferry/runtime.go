@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 
@@ -51,4 +52,14 @@ func memLimitSetting() string {
 		return strconv.FormatInt(l>>20, 10) + "MiB"
 	}
 	return "none"
+}
+
+// setProcs gives the relay's UDP event loops a P each beyond the CPUs (Linux): a loop waits
+// for packets in a blocking system call, and with a P to spare the scheduler need not take
+// the loop's P back and hand it over again for every packet (README, Performance). The CPUs
+// still bound what runs: GOMAXPROCS only counts places for goroutines.
+func setProcs(loops int) {
+	if runtime.GOOS == "linux" && loops > 0 {
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + loops)
+	}
 }

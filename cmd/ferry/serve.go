@@ -169,6 +169,9 @@ func (st *startup) openSockets(ctx context.Context) error {
 
 func (st *startup) startRelay(context.Context) error {
 	f, socks := st.f, st.s.socks
+	if len(socks.udp) > 0 {
+		setProcs(len(socks.udp[0])) // one event loop per socket of a UDP address's group
+	}
 	srv, err := relay.New(relay.Config{
 		Realm: f.TURN.Realm, Auth: st.auth,
 		UDP: socks.udp, TCP: socks.tcp, TLS: socks.tls,

@@ -63,13 +63,13 @@ func newFixture(t testing.TB, mutate ...func(*Config)) *fixture {
 	}
 	t.Cleanup(f.t.Close)
 	f.listener = udpSocket(t, "127.0.0.1")
-	c, err := net.DialUDP("udp4", nil, f.listener.LocalAddr().(*net.UDPAddr))
+	c, err := net.DialUDP("udp4", nil, f.listener.Conn().LocalAddr().(*net.UDPAddr))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	f.client = c
-	f.sink = udpSocket(t, "127.0.0.2").UDPConn
+	f.sink = udpSocket(t, "127.0.0.2").Conn()
 	return f
 }
 
@@ -93,7 +93,7 @@ func addrOf(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr)
 func (f *fixture) allocate(t testing.TB) *Allocation {
 	t.Helper()
 	client := addrOf(f.client)
-	a, _, err := f.t.Create(Request{Key: Key{Transport: wire.UDP, Client: client, Server: addrOf(f.listener.UDPConn)},
+	a, _, err := f.t.Create(Request{Key: Key{Transport: wire.UDP, Client: client, Server: addrOf(f.listener.Conn())},
 		Username: "1:u", UserID: "u", Client: Client{UDP: f.listener, Addr: client}, Family: 4, Lifetime: 10 * time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +141,35 @@ func TestDataPathAllocatesNothing(t *testing.T) {
 		if n := testing.AllocsPerRun(1000, func() { pr.deliver(a, 4) }); n != 0 {
 			t.Errorf("peer %s -> client: %v allocations per batch", from, n)
 		}
+	}
+	// Relay to relay, the short way: a's client sends to b's relayed address.
+	c2, err := net.DialUDP("udp4", nil, f.listener.Conn().LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	go drain(c2)
+	k2 := Key{Transport: wire.UDP, Client: addrOf(c2), Server: addrOf(f.listener.Conn())}
+	b, _, err := f.t.Create(Request{Key: k2, Username: "1:v", UserID: "v", Client: Client{UDP: f.listener, Addr: k2.Client},
+		Family: 4, Lifetime: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][2]*Allocation{{a, b}, {b, a}} {
+		if !f.t.Permit(p[0], []netip.Addr{p[1].Relayed.Addr()}, []policy.Class{policy.RelayOnly}, time.Minute, 64) {
+			t.Fatal("permit")
+		}
+	}
+	toB, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
+		XORAddr(stun.AttrXORPeerAddress, b.Relayed), stun.RawAttribute{Type: stun.AttrData, Value: payload})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(1000, func() { ob.SendIndication(a, toB.Raw); ob.Flush() }); n != 0 {
+		t.Errorf("relay to relay: %v allocations per packet", n)
+	}
+	if _, p := b.Traffic(stats.ToClient); p < 1000 {
+		t.Fatalf("relay to relay delivered %d packets", p)
 	}
 	if _, p := a.Traffic(stats.ToPeer); p < 2000+8*200 {
 		t.Fatalf("the measured calls relayed only %d packets to the peer", p)
@@ -241,7 +270,7 @@ func TestPortReservation(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.PortMin, c.PortMax = 43100, 43103 })
 	client := addrOf(f.client)
 	key := func(port uint16) Key {
-		return Key{Transport: wire.UDP, Client: netip.AddrPortFrom(client.Addr(), port), Server: addrOf(f.listener.UDPConn)}
+		return Key{Transport: wire.UDP, Client: netip.AddrPortFrom(client.Addr(), port), Server: addrOf(f.listener.Conn())}
 	}
 	req := func(k Key) Request {
 		return Request{Key: k, Username: "1:u", UserID: "u", Client: Client{UDP: f.listener, Addr: k.Client},

@@ -29,6 +29,7 @@ type Outbox struct {
 	b     *mmsg.Batch
 	w     *mmsg.Writer
 	gso   []byte
+	short *shortcut // data for other allocations of this server
 }
 
 type outItem struct {
@@ -43,6 +44,7 @@ func (t *Table) NewOutbox() *Outbox {
 	if !t.cfg.NoGSO {
 		o.gso = make([]byte, 64<<10) // no room, no GSO: sendBatch falls back to sendmmsg
 	}
+	o.short = newShortcut(o.gso)
 	return o
 }
 
@@ -54,8 +56,26 @@ func (o *Outbox) ChannelData(a *Allocation, num uint16, payload []byte) {
 		o.t.stats.Drop(stats.DropNoChannel)
 		return
 	}
-	if dst, ok := o.t.peerDest(a, peer); ok {
+	o.route(a, peer, payload)
+}
+
+// route queues payload from a's client for peer: the short way when peer is the relayed
+// transport address of an allocation whose client is on UDP, else out of a's relay socket.
+func (o *Outbox) route(a *Allocation, peer netip.AddrPort, payload []byte) {
+	dst, other, ok := o.t.peerDest(a, peer)
+	switch {
+	case !ok:
+	case other == nil || !takes(other):
 		o.add(a, dst, payload)
+	case len(payload) > peerBuf:
+		o.t.stats.Drop(stats.DropTooLarge) // as its relay socket would have
+	case other.permission(a.Relayed.Addr()) == 0:
+		o.t.stats.Drop(stats.DropNoPermission)
+	default:
+		if len(o.short.items) == cap(o.short.items) {
+			o.Flush()
+		}
+		o.short.items = append(o.short.items, shortItem{a, other, payload})
 	}
 }
 
@@ -76,9 +96,7 @@ func (o *Outbox) SendIndication(a *Allocation, msg []byte) {
 		o.t.stats.Drop(stats.DropMalformed)
 		return
 	}
-	if dst, ok := o.t.peerDest(a, peer); ok {
-		o.add(a, dst, data)
-	}
+	o.route(a, peer, data)
 }
 
 func (o *Outbox) add(a *Allocation, dst netip.AddrPort, payload []byte) {
@@ -112,34 +130,36 @@ func (o *Outbox) Flush() {
 		}
 	}
 	o.items = o.items[:0]
+	o.short.flush(o.t)
 }
 
 // peerDest checks that a may send to peer (a permission, and the port rules of its class)
 // and returns where the datagram really goes: another relayed transport address of this
-// server is reached at its bound socket rather than through a NAT hairpin (C06).
-func (t *Table) peerDest(a *Allocation, peer netip.AddrPort) (netip.AddrPort, bool) {
+// server is reached at its bound socket rather than through a NAT hairpin (C06), and that
+// allocation is returned too.
+func (t *Table) peerDest(a *Allocation, peer netip.AddrPort) (netip.AddrPort, *Allocation, bool) {
 	if a.relay == nil {
 		t.stats.Drop(stats.DropUnexpected) // data on a TCP allocation's control connection
-		return netip.AddrPort{}, false
+		return netip.AddrPort{}, nil, false
 	}
 	switch a.permission(peer.Addr()) {
 	case 0:
 		t.stats.Drop(stats.DropNoPermission)
-		return netip.AddrPort{}, false
+		return netip.AddrPort{}, nil, false
 	case policy.RelayOnly:
 		other := t.byRelayed(peer)
-		if other == nil || other.relay == nil {
+		if other == nil || other.relay == nil || other.Ended() {
 			t.stats.Drop(stats.DropPeerPort)
-			return netip.AddrPort{}, false
+			return netip.AddrPort{}, nil, false
 		}
-		return other.relay.bind, true
+		return other.relay.bind, other, true
 	case policy.Local:
 		if t.servicePorts.has(peer.Port()) {
 			t.stats.Drop(stats.DropPeerPort)
-			return netip.AddrPort{}, false
+			return netip.AddrPort{}, nil, false
 		}
 	}
-	return peer, true
+	return peer, nil, true
 }
 
 // peerReader is the pooled state for reading a relay socket and writing to its client:

@@ -33,4 +33,3 @@ func (t *Table) readRelay(a *Allocation) {
 		}
 	}
 }
-

@@ -11,11 +11,14 @@ import (
 )
 
 // Socket is a UDP socket with its raw handle for batched I/O: a listener socket clients send
-// to, or the socket of a relayed transport address.
+// to, or the socket of a relayed transport address. It is either a *net.UDPConn, read
+// through Go's poller by a goroutine, or (Linux) a bare descriptor that an event loop
+// watches (a Poller): then no goroutine and no poller state exist per socket.
 type Socket struct {
-	*net.UDPConn
-	rc syscall.RawConn
-	v6 bool // AF_INET6: IPv4 destinations are written IPv4-mapped
+	conn *net.UDPConn // nil for a bare descriptor
+	raw  *rawFD       // nil for a conn
+	rc   syscall.RawConn
+	v6   bool // AF_INET6: IPv4 destinations are written IPv4-mapped
 }
 
 // NewSocket wraps c for batched I/O.
@@ -24,7 +27,7 @@ func NewSocket(c *net.UDPConn) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	return &Socket{UDPConn: c, rc: rc, v6: mmsg.IsV6(c)}, nil
+	return &Socket{conn: c, rc: rc, v6: mmsg.IsV6(c)}, nil
 }
 
 // RawConn returns the socket's raw handle.
@@ -32,6 +35,40 @@ func (s *Socket) RawConn() syscall.RawConn { return s.rc }
 
 // V6 reports whether the socket is AF_INET6.
 func (s *Socket) V6() bool { return s.v6 }
+
+// Conn returns the *net.UDPConn, or nil for a bare descriptor.
+func (s *Socket) Conn() *net.UDPConn { return s.conn }
+
+// SendTo sends one datagram to to without waiting: a full send buffer drops it.
+func (s *Socket) SendTo(b []byte, to netip.AddrPort) error {
+	if s.conn != nil {
+		_, err := s.conn.WriteToUDPAddrPort(b, to)
+		return err
+	}
+	return sendTo(s.raw, b, to, s.v6)
+}
+
+// Close closes the socket (a bare descriptor once no event loop uses it any more).
+func (s *Socket) Close() error {
+	if s.conn != nil {
+		return s.conn.Close()
+	}
+	s.raw.close()
+	return nil
+}
+
+// errClosed is returned for I/O on a closed bare descriptor.
+var errClosed = net.ErrClosed
+
+// Poller is the event loop of a listener socket (Linux: an epoll loop per socket of a
+// SO_REUSEPORT group). The relay sockets of its clients' allocations join the same loop,
+// so one thread serves both directions of an allocation, with no goroutine per allocation
+// and no hand-off between goroutines. A Poller reads a relay socket when it is readable by
+// calling RelayReader.Readable with the token it was given.
+type Poller interface {
+	// Watch starts watching the descriptor fd for readability, reporting token.
+	Watch(fd int, token uint64) error
+}
 
 // Client is the way back to an allocation's client: the listener socket and the client's
 // address for UDP, or the client's connection for TCP and TLS.
@@ -41,17 +78,20 @@ type Client struct {
 	// Stream is the client's TCP/TLS connection: each Write must send one whole buffer and be
 	// safe for concurrent use (net.TCPConn and tls.Conn are). Nil for UDP.
 	Stream io.Writer
+	// Poller, when set, watches the relay socket of a UDP client's allocation; nil: a
+	// goroutine reads it.
+	Poller Poller
 	// Ended, if set, is called once when the allocation ends (a stream connection then
 	// falls back to its idle deadline).
 	Ended func()
 }
 
-// relaySocket is the UDP socket of a relayed transport address. Its reader goroutine relays
-// what peers send to the allocation's client; it exits when the socket closes.
+// relaySocket is the UDP socket of a relayed transport address.
 type relaySocket struct {
 	*Socket
 	bind   netip.AddrPort // the socket's address
 	public netip.AddrPort // as advertised (XOR-RELAYED-ADDRESS)
+	token  uint64         // a watched socket's token (slot and generation); 0 otherwise
 }
 
 // sendBatch writes the first k datagrams of b on s: as one UDP GSO send when they go to one

@@ -71,7 +71,8 @@ type Table struct {
 	total   int
 	perUser map[string]int
 
-	readers sync.Pool // *peerReader, lent to relay sockets while they have data
+	readers sync.Pool  // *peerReader, lent to relay sockets while they have data
+	watch   watchSlots // relay sockets event loops watch, by token
 	wg      sync.WaitGroup
 	lastID  atomic.Uint64
 	closed  atomic.Bool
@@ -209,7 +210,12 @@ func (t *Table) Create(r Request) (*Allocation, [8]byte, error) {
 	}
 	if a.relay != nil {
 		f.slots[port-f.ports.min].Store(a)
-		t.wg.Go(func() { t.readRelay(a) })
+		if err := t.watchRelay(a, r.Client.Poller); err != nil { // the loop is closing
+			t.byKey.remove(r.Key, a)
+			t.closeRelay(a)
+			t.giveQuota(r.UserID)
+			return nil, tok, ErrClosed
+		}
 	}
 	tr := r.Key.Transport.String()
 	t.stats.Active.WithLabelValues(tr).Inc()
@@ -248,7 +254,7 @@ func (t *Table) openRelay(a *Allocation, f *family, r Request, now time.Time) (u
 		if r.TCP {
 			return t.openTCPRelay(a, f, port) == nil
 		}
-		return t.openUDPRelay(a, f, port) == nil
+		return t.openUDPRelay(a, f, port, r.Client.Poller != nil && RawSockets) == nil
 	}
 	ports := f.portsFor(r.TCP)
 	if r.Token != nil {
@@ -272,12 +278,21 @@ func (t *Table) openRelay(a *Allocation, f *family, r Request, now time.Time) (u
 	return port, nil
 }
 
-func (t *Table) openUDPRelay(a *Allocation, f *family, port uint16) error {
+func (t *Table) openUDPRelay(a *Allocation, f *family, port uint16, raw bool) error {
+	bind := netip.AddrPortFrom(f.bind, port)
+	if raw {
+		s, err := openRawUDP(bind, t.cfg.RelaySocketBuffer)
+		if err != nil {
+			return err
+		}
+		a.relay = &relaySocket{Socket: s, bind: bind, public: netip.AddrPortFrom(f.public, port)}
+		a.Relayed = a.relay.public
+		return nil
+	}
 	network := "udp4"
 	if f.bind.Is6() {
 		network = "udp6"
 	}
-	bind := netip.AddrPortFrom(f.bind, port)
 	c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(bind))
 	if err != nil {
 		return err
@@ -295,6 +310,26 @@ func (t *Table) openUDPRelay(a *Allocation, f *family, port uint16) error {
 	return nil
 }
 
+// watchRelay starts reading a's relay socket: in the event loop of the client's listener
+// socket when a's socket is a bare descriptor, else on a goroutine of its own.
+func (t *Table) watchRelay(a *Allocation, p Poller) error {
+	if a.relay.raw == nil {
+		t.wg.Go(func() { t.readRelay(a) })
+		return nil
+	}
+	tok, ok := t.watch.take(a)
+	if !ok {
+		return ErrNoPort
+	}
+	a.relay.token = tok
+	var werr error
+	err := a.relay.rc.Control(func(fd uintptr) { werr = p.Watch(int(fd), tok) })
+	if err == nil {
+		err = werr
+	}
+	return err
+}
+
 // closeRelay closes a's relayed transport address and frees its port.
 func (t *Table) closeRelay(a *Allocation) {
 	f := t.famOf(a.family)
@@ -302,8 +337,20 @@ func (t *Table) closeRelay(a *Allocation) {
 	case a.relay != nil:
 		port := a.relay.bind.Port()
 		f.slots[port-f.ports.min].CompareAndSwap(a, nil)
+		if a.relay.raw == nil {
+			_ = a.relay.Close()
+			f.ports.release(port)
+			return
+		}
+		// A bare descriptor closes when its event loop lets go of it: then the port and the
+		// loop's slot are free again.
+		a.relay.raw.onClose = func() {
+			if a.relay.token != 0 {
+				t.watch.give(a.relay.token)
+			}
+			f.ports.release(port)
+		}
 		_ = a.relay.Close()
-		f.ports.release(port)
 	case a.tcp != nil:
 		t.closeTCPRelay(a)
 		f.tcpPorts.release(a.tcp.bind.Port())

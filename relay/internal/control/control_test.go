@@ -66,7 +66,7 @@ func newHarness(t testing.TB) *harness {
 
 // source is a UDP client at client.
 func (x *harness) source(client netip.AddrPort) *Source {
-	return &Source{Key: alloc.Key{Transport: wire.UDP, Client: client, Server: x.listener.LocalAddr().(*net.UDPAddr).AddrPort()},
+	return &Source{Key: alloc.Key{Transport: wire.UDP, Client: client, Server: x.listener.Conn().LocalAddr().(*net.UDPAddr).AddrPort()},
 		Client: alloc.Client{UDP: x.listener, Addr: client},
 		Reply:  func(b []byte) { x.answers = append(x.answers, append([]byte(nil), b...)) }}
 }

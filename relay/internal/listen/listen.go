@@ -57,7 +57,7 @@ type Config struct {
 type Listeners struct {
 	cfg     Config
 	log     *slog.Logger
-	udp     []*udpListener
+	udp     udpEngine
 	streams []*streamListener
 	conns   *connLimits
 	open    connSet
@@ -79,13 +79,13 @@ func Start(cfg Config) (*Listeners, error) {
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
-	for _, socks := range cfg.UDP {
-		u, err := newUDPListener(l, socks)
+	if len(cfg.UDP) > 0 {
+		u, err := startUDP(l, cfg.UDP)
 		if err != nil {
 			cancel()
 			return nil, err
 		}
-		l.udp = append(l.udp, u)
+		l.udp = u
 	}
 	for _, ln := range cfg.TCP {
 		l.streams = append(l.streams, &streamListener{l: l, ln: ln, transport: wire.TCP})
@@ -93,11 +93,6 @@ func Start(cfg Config) (*Listeners, error) {
 	for _, ln := range cfg.TLS {
 		l.streams = append(l.streams, &streamListener{l: l, ln: ln, transport: wire.TLS,
 			handshakes: make(chan struct{}, maxPendingHandshakes)})
-	}
-	for _, u := range l.udp {
-		for _, s := range u.socks {
-			l.wg.Go(func() { u.read(s) })
-		}
 	}
 	for _, s := range l.streams {
 		l.wg.Go(func() { s.acceptLoop(ctx) })
@@ -107,8 +102,8 @@ func Start(cfg Config) (*Listeners, error) {
 
 // Addrs returns the local addresses served, by transport.
 func (l *Listeners) Addrs() (udp, tcp, tls []netip.AddrPort) {
-	for _, u := range l.udp {
-		udp = append(udp, u.local)
+	if l.udp != nil {
+		udp = l.udp.addrs()
 	}
 	for _, s := range l.streams {
 		ap := addrPort(s.ln.Addr())
@@ -132,16 +127,17 @@ func (l *Listeners) Close() error {
 	l.once.Do(func() {
 		close(l.done)
 		l.cancel()
-		for _, u := range l.udp {
-			for _, s := range u.socks {
-				errs = append(errs, ignoreClosed(s.Close()))
-			}
+		if l.udp != nil {
+			errs = append(errs, l.udp.close())
 		}
 		for _, s := range l.streams {
 			errs = append(errs, ignoreClosed(s.ln.Close()))
 		}
 		l.open.closeAll()
 		l.wg.Wait()
+		if l.udp != nil {
+			errs = append(errs, l.udp.release())
+		}
 	})
 	return errors.Join(errs...)
 }

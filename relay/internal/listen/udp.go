@@ -1,8 +1,6 @@
 package listen
 
 import (
-	"errors"
-	"net"
 	"net/netip"
 
 	"github.com/ferryrelay/ferry/internal/mmsg"
@@ -12,64 +10,45 @@ import (
 	"github.com/ferryrelay/ferry/relay/internal/wire"
 )
 
-// udpListener serves one UDP listen address through one or more SO_REUSEPORT sockets, each
-// read in batches by its own goroutine, which relays data and answers control messages
-// itself: no hand-off between goroutines on the way from a client to a peer.
-type udpListener struct {
-	l     *Listeners
-	socks []*alloc.Socket
-	local netip.AddrPort
-}
-
 // clientBuf is the room for one client datagram; a longer one is dropped as too_large (TURN
 // messages and media from browsers are far smaller).
 const clientBuf = 4096
 
-func newUDPListener(l *Listeners, conns []*net.UDPConn) (*udpListener, error) {
-	if len(conns) == 0 {
-		return nil, errors.New("relay: UDP listener without sockets")
-	}
-	u := &udpListener{l: l, local: addrPort(conns[0].LocalAddr())}
-	for _, c := range conns {
-		s, err := alloc.NewSocket(c)
-		if err != nil {
-			return nil, err
-		}
-		u.socks = append(u.socks, s)
-	}
-	return u, nil
+// udpReader reads client datagrams from listener sockets and dispatches them: it belongs to
+// one goroutine (an event loop, or the reader of one socket), so the state is not shared.
+type udpReader struct {
+	l      *Listeners
+	r      *mmsg.Reader
+	in     *mmsg.Batch
+	ob     *alloc.Outbox
+	poller alloc.Poller // the event loop the reader runs in; nil for a goroutine per socket
 }
 
-// read reads client datagrams in batches (recvmmsg) and relays their data grouped by
-// allocation (sendmmsg), until the socket closes.
-func (u *udpListener) read(sock *alloc.Socket) {
-	r, in, ob := mmsg.NewReader(), mmsg.NewBatch(alloc.BatchSize, clientBuf), u.l.cfg.Table.NewOutbox()
-	for {
-		n, err := r.Read(sock.RawConn(), in)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue // a transient error (ICMP-induced); the socket is still usable
+func newUDPReader(l *Listeners, p alloc.Poller) *udpReader {
+	return &udpReader{l: l, r: mmsg.NewReader(), in: mmsg.NewBatch(alloc.BatchSize, clientBuf),
+		ob: l.cfg.Table.NewOutbox(), poller: p}
+}
+
+// batch dispatches the n datagrams just read from sock, whose local address is local, and
+// sends the data they carry for peers grouped by allocation.
+func (u *udpReader) batch(sock *alloc.Socket, local netip.AddrPort, n int) {
+	for i := 0; i < n; i++ {
+		if u.in.Trunc[i] {
+			u.l.cfg.Stats.Drop(stats.DropTooLarge)
+			continue
 		}
-		for i := 0; i < n; i++ {
-			if in.Trunc[i] {
-				u.l.cfg.Stats.Drop(stats.DropTooLarge)
-				continue
-			}
-			u.handle(sock, in.Bufs[i][:in.Lens[i]], in.Addrs[i], ob)
-		}
-		ob.Flush()
+		u.handle(sock, local, u.in.Bufs[i][:u.in.Lens[i]], u.in.Addrs[i])
 	}
+	u.ob.Flush()
 }
 
 // handle dispatches one datagram from a client (RFC 7983 demultiplexing): ChannelData and
-// Send indications to the data path (into ob; the caller flushes), everything else to the
-// control plane.
-func (u *udpListener) handle(sock *alloc.Socket, pkt []byte, src netip.AddrPort, ob *alloc.Outbox) {
+// Send indications to the data path (into the outbox; batch flushes it), everything else
+// to the control plane.
+func (u *udpReader) handle(sock *alloc.Socket, local netip.AddrPort, pkt []byte, src netip.AddrPort) {
 	cfg := &u.l.cfg
 	kind, size, plen := wire.NextFrame(pkt, false)
-	key := alloc.Key{Transport: wire.UDP, Client: src, Server: u.local}
+	key := alloc.Key{Transport: wire.UDP, Client: src, Server: local}
 	switch {
 	case kind == wire.FrameChannelData:
 		a := cfg.Table.Lookup(key)
@@ -77,7 +56,7 @@ func (u *udpListener) handle(sock *alloc.Socket, pkt []byte, src netip.AddrPort,
 			cfg.Stats.Drop(stats.DropNoAllocation)
 			return
 		}
-		ob.ChannelData(a, wire.Be16(pkt), pkt[wire.ChannelHeaderLen:wire.ChannelHeaderLen+plen])
+		u.ob.ChannelData(a, wire.Be16(pkt), pkt[wire.ChannelHeaderLen:wire.ChannelHeaderLen+plen])
 	case kind != wire.FrameSTUN || size != len(pkt):
 		cfg.Stats.Drop(stats.DropMalformed) // short ChannelData (C09), garbage, or not one whole message
 	case wire.Be16(pkt) == wire.TypeSendIndication:
@@ -86,10 +65,18 @@ func (u *udpListener) handle(sock *alloc.Socket, pkt []byte, src netip.AddrPort,
 			cfg.Stats.Drop(stats.DropNoAllocation)
 			return
 		}
-		ob.SendIndication(a, pkt)
+		u.ob.SendIndication(a, pkt)
 	default:
-		ob.Flush() // keep a client's data and control in order
-		cfg.Control.Handle(pkt, &control.Source{Key: key, Client: alloc.Client{UDP: sock, Addr: src},
-			Reply: func(b []byte) { _, _ = sock.WriteToUDPAddrPort(b, src) }})
+		u.ob.Flush() // keep a client's data and control in order
+		cfg.Control.Handle(pkt, &control.Source{Key: key,
+			Client: alloc.Client{UDP: sock, Addr: src, Poller: u.poller},
+			Reply:  func(b []byte) { _ = sock.SendTo(b, src) }})
 	}
+}
+
+// udpEngine serves the UDP listener sockets: event loops on Linux, goroutines elsewhere.
+type udpEngine interface {
+	close() error            // stop serving: unblock and end the goroutines
+	release() error          // close what is left, once the goroutines have ended
+	addrs() []netip.AddrPort // the listen addresses
 }

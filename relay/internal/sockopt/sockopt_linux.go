@@ -145,3 +145,13 @@ func ReuseAddrPort(_, _ string, rc syscall.RawConn) error {
 	}
 	return serr
 }
+
+// SetBuffersFD sets the receive and send buffers of a bare socket descriptor to bytes each,
+// past the kernel's caps where Ferry may (CAP_NET_ADMIN); best effort.
+func SetBuffersFD(fd, bytes int) {
+	for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], bytes) != nil {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], bytes)
+		}
+	}
+}
