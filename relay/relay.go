@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -233,6 +234,14 @@ func (c *Config) validate() error {
 	}
 	if len(c.UDP) == 0 && len(c.TCP) == 0 && len(c.TLS) == 0 {
 		errs = append(errs, errors.New("relay: no listeners"))
+	}
+	for i, g := range c.UDP {
+		if len(g) == 0 || slices.Contains(g, nil) {
+			errs = append(errs, fmt.Errorf("relay: UDP listen address %d has no sockets, or a nil one", i))
+		}
+	}
+	if slices.Contains(c.TCP, nil) || slices.Contains(c.TLS, nil) {
+		errs = append(errs, errors.New("relay: a nil TCP or TLS listener"))
 	}
 	if (c.PortMin != 0 || c.PortMax != 0) && (c.PortMin == 0 || c.PortMin > c.PortMax) {
 		errs = append(errs, fmt.Errorf("relay: bad relay port range %d-%d", c.PortMin, c.PortMax))
