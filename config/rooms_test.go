@@ -63,7 +63,7 @@ rooms:
 	if err == nil {
 		t.Fatal("a broken rooms section loaded")
 	}
-	for _, want := range []string{"http.public_url", "rooms.signing_keys[0]", "rooms.reconnect_grace",
+	for _, want := range []string{"http.public_url", "rooms.signing_keys: key 1", "rooms.reconnect_grace",
 		"rooms.default_ttl", "rooms.credential_ttl", "rooms.credential_refresh", "rooms.ping_interval",
 		"rooms.limits.participants", "rooms.limits.waiting", "rooms.limits.message_bytes",
 		"rooms.limits.message_rate", "unknown key rooms.limits.colour"} {

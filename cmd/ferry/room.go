@@ -109,7 +109,7 @@ func publicURL(f *config.File) string {
 	if f.HTTP.PublicURL != "" {
 		return strings.TrimRight(f.HTTP.PublicURL, "/")
 	}
-	bind4, _, adv4, _, _ := relayIPs(f, func(string) {})
+	bind4, _, adv4, _ := relayIPs(f, func(string) {})
 	host := publicHost(f, bind4, adv4)
 	_, port, _ := net.SplitHostPort(f.HTTP.Listen)
 	scheme := "http"
