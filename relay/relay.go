@@ -30,6 +30,7 @@ import (
 	"github.com/ferryrelay/ferry/relay/internal/control"
 	"github.com/ferryrelay/ferry/relay/internal/listen"
 	"github.com/ferryrelay/ferry/relay/internal/policy"
+	"github.com/ferryrelay/ferry/relay/internal/sockopt"
 	"github.com/ferryrelay/ferry/relay/internal/stats"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -266,10 +267,10 @@ func peerPolicy(cfg Config) *policy.Policy {
 		hostIPs = interfaceIPs()
 	}
 	for _, socks := range cfg.UDP {
-		hostIPs = append(hostIPs, addrPort(socks[0].LocalAddr()).Addr())
+		hostIPs = append(hostIPs, sockopt.AddrPort(socks[0].LocalAddr()).Addr())
 	}
 	for _, ln := range append(append([]net.Listener(nil), cfg.TCP...), cfg.TLS...) {
-		hostIPs = append(hostIPs, addrPort(ln.Addr()).Addr())
+		hostIPs = append(hostIPs, sockopt.AddrPort(ln.Addr()).Addr())
 	}
 	hostIPs = append(hostIPs, cfg.RelayIPv4, cfg.RelayIPv6)
 	relayIPs := []netip.Addr{cfg.RelayIPv4, cfg.AdvertisedIPv4, cfg.RelayIPv6, cfg.AdvertisedIPv6}
@@ -280,10 +281,10 @@ func peerPolicy(cfg Config) *policy.Policy {
 func servicePorts(cfg Config) []uint16 {
 	ports := append([]uint16(nil), cfg.ServicePorts...)
 	for _, socks := range cfg.UDP {
-		ports = append(ports, addrPort(socks[0].LocalAddr()).Port())
+		ports = append(ports, sockopt.AddrPort(socks[0].LocalAddr()).Port())
 	}
 	for _, ln := range append(append([]net.Listener(nil), cfg.TCP...), cfg.TLS...) {
-		ports = append(ports, addrPort(ln.Addr()).Port())
+		ports = append(ports, sockopt.AddrPort(ln.Addr()).Port())
 	}
 	return ports
 }
@@ -303,18 +304,6 @@ func interfaceIPs() []netip.Addr {
 		}
 	}
 	return out
-}
-
-// addrPort converts a *net.UDPAddr or *net.TCPAddr to an unmapped netip.AddrPort.
-func addrPort(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch v := a.(type) {
-	case *net.UDPAddr:
-		ap = v.AddrPort()
-	case *net.TCPAddr:
-		ap = v.AddrPort()
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
 }
 
 // sweeper ends expired allocations, permissions and channels every interval.

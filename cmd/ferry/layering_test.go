@@ -37,7 +37,7 @@ func TestLayering(t *testing.T) {
 		r + "stats":   {r + "policy", r + "wire"},
 		r + "alloc":   {"internal/mmsg", r + "policy", r + "sockopt", r + "stats", r + "wire"},
 		r + "control": {"auth", r + "alloc", r + "policy", r + "stats", r + "wire"},
-		r + "listen":  {"internal/mmsg", r + "alloc", r + "control", r + "stats", r + "wire"},
+		r + "listen":  {"internal/mmsg", r + "alloc", r + "control", r + "sockopt", r + "stats", r + "wire"},
 		"signaling":   {"auth", "metrics"},
 		"alloclog":    {"auth", "metrics"},
 	}
