@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/config"
+	"github.com/ferryrelay/ferry/metrics"
 	"github.com/ferryrelay/ferry/signaling"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,7 +20,7 @@ import (
 // Its error log is discarded: net/http would log client addresses there.
 // Its Handler is a *signaling.Handler: close it after Shutdown to end room connections.
 func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registerer, urls []signaling.URL,
-	ready func() bool, access signaling.AccessSink, tlsConf *tls.Config, logger *slog.Logger) (*http.Server, error) {
+	ready metrics.Readiness, access signaling.AccessSink, tlsConf *tls.Config, logger *slog.Logger) (*http.Server, error) {
 	var keys []signaling.APIKey
 	for _, k := range f.API.Keys {
 		sum, err := signaling.ParseAPIKeyHash(k.SHA256)

@@ -223,7 +223,7 @@ func (st *startup) startHTTP(context.Context) error {
 	}
 	udp, tcp, tls := socks.addrs()
 	urls := signaling.BuildURLs(publicHost(f, st.ips.bind4, st.ips.adv4), portsOf(udp), portsOf(tcp), portsOf(tls))
-	ready := func() bool { return srv.Ready() && !st.s.stopping.Load() }
+	ready := func() (bool, string) { return srv.Ready() && !st.s.stopping.Load(), "stopping" }
 	h, err := newHTTPServer(f, st.auth, st.reg, urls, ready, st.access, st.tls.http, st.log)
 	if err != nil {
 		return err
@@ -246,7 +246,7 @@ func (st *startup) startAdmin(context.Context) error {
 	}
 	s.admin = &http.Server{
 		Handler: metrics.AdminHandler(metrics.AdminConfig{Registry: st.reg, Pprof: st.f.Admin.Pprof,
-			Ready: func() bool { return s.relay.Ready() && !s.stopping.Load() }}),
+			Ready: func() (bool, string) { return s.relay.Ready() && !s.stopping.Load(), "stopping" }}),
 		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute,
 		ErrorLog: stdlog.New(io.Discard, "", 0),
 	}
