@@ -639,3 +639,45 @@ http:
 		t.Fatalf("data directory is %v, want 0700", fi.Mode().Perm())
 	}
 }
+
+// /readyz turns 503 ("capacity") once server.readiness_max_usage of relay.max_allocations,
+// or of the relay port range, is in use, and ready again when allocations end.
+func TestReadinessByCapacity(t *testing.T) {
+	dir := t.TempDir()
+	secrets := filepath.Join(dir, "secrets")
+	os.WriteFile(secrets, []byte(opsSecretOld+"\n"), 0o600)
+	for _, c := range []struct{ name, extra string }{
+		{"max_allocations", "  max_allocations: 4\nserver:\n  readiness_max_usage: 0.5\n"},
+		{"relay_ports", "  port_min: 50100\n  port_max: 50103\nserver:\n  readiness_max_usage: 0.5\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			y := strings.Replace(opsConfig(secrets, ""), "  allowed_peers: [127.0.0.2/32]\n", "  allowed_peers: [127.0.0.2/32]\n"+c.extra, 1)
+			p := startFerry(t, y)
+			readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", p.adminPort)
+			var conns []net.PacketConn
+			for i := range 2 {
+				if code, _ := get(t, readyz); code != 200 {
+					t.Fatalf("not ready with %d allocation(s)", i)
+				}
+				user, pass := restCred(opsSecretOld, "u"+strconv.Itoa(i))
+				rc, err := newTurnClient(t, p, user, pass).Allocate()
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, rc)
+			}
+			if code, body := get(t, readyz); code != 503 || !strings.Contains(body, `"capacity"`) {
+				t.Fatalf("half full: %d %s", code, body)
+			}
+			conns[0].Close()
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if code, _ := get(t, readyz); code == 200 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("not ready again after an allocation ended")
+				}
+			}
+		})
+	}
+}
