@@ -68,13 +68,18 @@ type turnClient struct {
 
 func newTurnClient(t *testing.T, p *ferryProc, username, password string) *turnClient {
 	t.Helper()
+	return newTurnClientRealm(t, p, username, password, "ferry")
+}
+
+func newTurnClientRealm(t *testing.T, p *ferryProc, username, password, realm string) *turnClient {
+	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	server := fmt.Sprintf("127.0.0.1:%d", p.udpPort)
 	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
-		Username: username, Password: password, Realm: "ferry", LoggerFactory: logging.NewDefaultLoggerFactory()})
+		Username: username, Password: password, Realm: realm, LoggerFactory: logging.NewDefaultLoggerFactory()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,8 +530,12 @@ func refusedRoomJoin(t *testing.T, p *ferryProc) int {
 // self-signed: the test compares them itself).
 func tlsDial(port int) (*tls.Conn, error) {
 	d := &net.Dialer{Timeout: 5 * time.Second}
-	return tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", port),
-		&tls.Config{ServerName: "turn.ferry.test", InsecureSkipVerify: true}) //nolint:gosec // compared by the test
+	return tls.DialWithDialer(d, "tcp", fmt.Sprintf("127.0.0.1:%d", port), insecureTLS())
+}
+
+// insecureTLS accepts the tests' self-signed certificates; the tests compare them themselves.
+func insecureTLS() *tls.Config {
+	return &tls.Config{ServerName: "turn.ferry.test", InsecureSkipVerify: true} //nolint:gosec // tests only
 }
 
 // pemEqual reports whether the first certificate in certFile is raw.
