@@ -81,13 +81,6 @@ func (r *certReloader) replace(kp keyPair) {
 	r.checked = time.Now()
 }
 
-// files returns the certificate and key files served.
-func (r *certReloader) files() (certFile, keyFile string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.certFile, r.keyFile
-}
-
 func latestModTime(files ...string) time.Time {
 	var t time.Time
 	for _, f := range files {

@@ -283,4 +283,3 @@ func waitPID(ctx context.Context, pid int) error {
 		}
 	}
 }
-

@@ -71,7 +71,7 @@ type server struct {
 	stopping  atomic.Bool
 
 	// What a reload replaces (reload.go).
-	opts     config.Options             // where the configuration came from: a reload reads it again
+	opts     config.Options              // where the configuration came from: a reload reads it again
 	conf     atomic.Pointer[config.File] // the configuration in force
 	level    *slog.LevelVar
 	auth     *auth.Authenticator
@@ -249,7 +249,7 @@ func (st *startup) startRelay(context.Context) error {
 		LegacyChannelNumbers: f.Relay.LegacyChannels, NoPacketMetrics: !f.Relay.PacketMetrics,
 		RelaySocketBuffer: int(f.Relay.SocketBuffer), NoGSO: !f.Relay.UDPGSO,
 		NonceLifetime: f.TURN.NonceLifetime, MaxLifetime: f.Relay.MaxLifetime,
-		MaxAllocationAge: f.Relay.MaxAllocationAge,
+		MaxAllocationAge:    f.Relay.MaxAllocationAge,
 		MaxConnectionsPerIP: f.Relay.MaxConnectionsPerIP, MaxConnections: f.Relay.MaxConnections,
 		UnauthRate: f.Relay.UnauthRate, UnauthBurst: f.Relay.UnauthBurst,
 		Registerer: st.reg, Logger: st.log, Events: st.events,
