@@ -238,6 +238,7 @@ func (st *startup) startRelay(context.Context) error {
 	if len(socks.udp) > 0 {
 		setProcs(len(socks.udp[0])) // one event loop per socket of a UDP address's group
 	}
+	lim := relayLimits(f) // the caps and quotas a reload replaces, from one place
 	srv, err := relay.New(relay.Config{
 		Realm: f.TURN.Realm, Auth: st.auth,
 		UDP: socks.udp, TCP: socks.tcp, TLS: socks.tls,
@@ -257,7 +258,7 @@ func (st *startup) startRelay(context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv.SetLimits(relayLimits(f)) // the caps and quotas a reload replaces, from one place
+	srv.SetLimits(lim) // and whatever else relayLimits maps that Config has no field for
 	st.s.relay = srv
 	st.undo = append(st.undo, func() { _ = srv.Close() })
 	return nil
