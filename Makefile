@@ -18,8 +18,9 @@ PORTABLE    ?= ./cmd/... ./relay/... ./config/... ./auth/... ./signaling/... ./m
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## Build bin/ferry
-	$(GO) build -o bin/ferry ./cmd/ferry
+build: ## Build bin/ferry (the first build compiles every dependency: minutes; each package is listed)
+	@echo "go build -o bin/ferry ./cmd/ferry: the first build compiles every dependency (a few minutes on 2 CPUs), listing each package as it goes; later builds take seconds"
+	$(GO) build -v -o bin/ferry ./cmd/ferry
 
 run: build ## Build and run ferry serve (embedded default config unless ARGS="--config file")
 	exec bin/ferry serve $(ARGS)

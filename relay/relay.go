@@ -146,6 +146,7 @@ type Config struct {
 
 // Server is a running TURN/STUN server.
 type Server struct {
+	cfg       Config // as New was given it (with defaults): peer policy rebuilds read it
 	table     *alloc.Table
 	control   *control.Handler
 	listeners *listen.Listeners
@@ -212,7 +213,7 @@ func build(cfg Config, reg prometheus.Registerer) (*Server, error) {
 		_ = ls.Close()
 		return nil, fmt.Errorf("relay: metrics: %w", err)
 	}
-	return &Server{table: table, control: ctrl, listeners: ls, stop: make(chan struct{})}, nil
+	return &Server{cfg: cfg, table: table, control: ctrl, listeners: ls, stop: make(chan struct{})}, nil
 }
 
 // validate reports every problem of cfg at once.

@@ -223,7 +223,8 @@ func (h *Handler) ticket(room, token string) (Ticket, *CloseReason) {
 	}
 	sum := sha256.Sum256([]byte(token))
 	return Ticket{Room: claims.Room, Role: claims.Role, Name: claims.Name, Key: hex.EncodeToString(sum[:]),
-		OneVisit: claims.OneVisit, ValidUntil: claims.Expires, MaxGuests: claims.MaxGuests}, nil
+		OneVisit: claims.OneVisit, ValidUntil: claims.Expires, MaxGuests: claims.MaxGuests,
+		ExistingOnly: h.draining.Load()}, nil
 }
 
 // refuse closes a connection that never joined, and counts why.

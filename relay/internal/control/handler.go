@@ -86,7 +86,9 @@ type Handler struct {
 	nonces *nonces
 	unauth *unauthLimiter
 	limits atomic.Pointer[Limits]
-	msgs   sync.Pool // *stun.Message
+	// draining refuses new allocations (drain.go).
+	draining atomic.Bool
+	msgs     sync.Pool // *stun.Message
 }
 
 // New returns a Handler.
@@ -121,6 +123,9 @@ func (h *Handler) SetLimits(l Limits) {
 	h.stats.Limit.WithLabelValues("total").Set(float64(l.MaxAllocations))
 	h.stats.Limit.WithLabelValues("per_user").Set(float64(l.MaxAllocationsPerUser))
 }
+
+// Limits returns the caps and quotas in force.
+func (h *Handler) Limits() Limits { return *h.limits.Load() }
 
 // Sweep forgets idle rate-limit state.
 func (h *Handler) Sweep() { h.unauth.sweep(h.now()) }
