@@ -538,9 +538,7 @@ func TestRoomsWhileDraining(t *testing.T) {
 	if why := c.expectClose(t, 1013); why == "" {
 		t.Fatal("no reason for the refusal")
 	}
-	if got := e.closes("draining"); got != 1 {
-		t.Fatalf("refusals counted as draining: %v", got)
-	}
+	eventually(t, "the refusal counted as draining", func() bool { return e.closes("draining") == 1 })
 	e.room = other
 
 	e.h.SetDraining(false)
