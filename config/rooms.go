@@ -34,6 +34,28 @@ type RoomsSection struct {
 	IdleTimeout  time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
 	PingInterval time.Duration `mapstructure:"ping_interval" yaml:"ping_interval"`
 	Limits       RoomLimits    `mapstructure:"limits" yaml:"limits"`
+	Page         RoomPage      `mapstructure:"page" yaml:"page"`
+}
+
+// RoomPage configures the consultation page served at /r/{room}.
+type RoomPage struct {
+	// Enabled serves the page (and its assets under /assets/) on the signaling listener.
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// MaxFileSize is the largest file participants may send each other over the page's data
+	// channel ("100MiB"); the page refuses larger ones before sending a byte.
+	MaxFileSize string `mapstructure:"max_file_size" yaml:"max_file_size"`
+}
+
+// maxFileSizeCap bounds rooms.page.max_file_size: browsers keep a received file as a Blob.
+const maxFileSizeCap = 4 << 30
+
+// MaxFileBytes parses rooms.page.max_file_size: bytes, at most 4GiB.
+func (p RoomPage) MaxFileBytes() (int64, error) {
+	n, err := parseSize("rooms.page.max_file_size", p.MaxFileSize)
+	if err == nil && n > maxFileSizeCap {
+		err = fmt.Errorf("rooms.page.max_file_size: %q is more than 4GiB", p.MaxFileSize)
+	}
+	return n, err
 }
 
 // RoomLimits bound rooms and their connections.
@@ -133,6 +155,9 @@ func (f *File) validateRooms() []error {
 	}
 	if l.MessageRate <= 0 {
 		add("rooms.limits.message_rate: must be positive, got %v", l.MessageRate)
+	}
+	if _, err := r.Page.MaxFileBytes(); err != nil {
+		p = append(p, err)
 	}
 	if l.MessageBytes > 1<<20 {
 		add("rooms.limits.message_bytes: at most 1048576, got %d", l.MessageBytes)

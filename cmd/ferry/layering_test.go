@@ -25,7 +25,8 @@ func TestLayering(t *testing.T) {
 		"metrics":       {},
 		"relay":         {"auth", "metrics", "internal/mmsg"},
 		"internal/mmsg": {},
-		"signaling":     {"auth", "metrics"},
+		"signaling":     {"auth", "metrics", "signaling/web"},
+		"signaling/web": {},
 		"alloclog":      {"auth", "metrics"},
 	}
 	seen := 0
