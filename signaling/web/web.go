@@ -44,7 +44,7 @@ var headers = map[string]string{
 		"media-src 'self' blob: mediastream:; connect-src 'self'; font-src 'none'; object-src 'none'; " +
 		"base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
 	"Referrer-Policy":              "no-referrer",
-	"Permissions-Policy":           "camera=(self), microphone=(self), display-capture=(self), geolocation=(), payment=(), usb=(), serial=(), hid=(), bluetooth=(), midi=()",
+	"Permissions-Policy":           "camera=(self), microphone=(self), display-capture=(self), geolocation=(), payment=(), usb=(), serial=(), hid=(), midi=()",
 	"X-Content-Type-Options":       "nosniff",
 	"X-Frame-Options":              "DENY",
 	"Cross-Origin-Opener-Policy":   "same-origin",
