@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -135,6 +134,15 @@ func TestPageCall(t *testing.T) {
 	guest.screenshot(shots, "guest-screen-share")
 	host.screenshot(shots, "host-screen-share")
 	noErrs(t, host, guest)
+
+	// Hang up: both leave, nothing stays behind in either browser.
+	guest.click("hangup")
+	guest.waitJS(`document.getElementById('ended-text').dataset.reason === 'ended.left'`, 5*time.Second, "the guest left")
+	host.waitJS(`document.querySelectorAll('[data-testid=remote-video]').length === 0`, 5*time.Second, "the guest's video gone on the host")
+	host.click("hangup")
+	for _, tb := range []*tab{host, guest} {
+		tb.waitJS(`window.__pcs.every((pc) => pc.connectionState === 'closed') && !document.getElementById('local-video').srcObject`, 5*time.Second, "every PeerConnection closed, camera released")
+		checkPrivacy(t, tb, e.base)
+	}
 	fmt.Fprintln(os.Stderr, "screenshots in", shots)
-	_ = strings.Contains
 }
