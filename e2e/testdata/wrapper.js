@@ -74,6 +74,20 @@
     }
   };
 
+  const sockets = (window.__ws = []);
+  const wsCloses = (window.__wsCloses = []);
+  const OrigWS = window.WebSocket;
+  function RecordedWS(...args) {
+    const ws = new OrigWS(...args);
+    sockets.push(ws);
+    ws.addEventListener('close', (e) => wsCloses.push(e.code));
+    return ws;
+  }
+  RecordedWS.prototype = OrigWS.prototype;
+  Object.setPrototypeOf(RecordedWS, OrigWS);
+  window.WebSocket = RecordedWS;
+
+  const tracks = (window.__tracks = []);
   const md = navigator.mediaDevices;
   const gum = (window.__gum = []);
   if (md) {
@@ -84,6 +98,7 @@
       try {
         const s = await (window.__gumHook ? window.__gumHook(c, realGUM) : realGUM(c));
         e.tracks = s.getTracks().map((t) => t.kind);
+        tracks.push(...s.getTracks());
         return s;
       } catch (err) {
         e.error = err.name;

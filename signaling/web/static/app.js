@@ -344,7 +344,7 @@ const handlers = {
     if (isNew) announce(t('note.knock', { name: m.name || t('host.noname') }));
   },
   admitted(m) { announce(t('note.admitted')); admittedTo(m.peers, m.iceServers); },
-  returned() { closeAllPeers(); setView('waiting'); announce(t('note.returned')); },
+  returned() { stopShare(); closeAllPeers(); setView('waiting'); announce(t('note.returned')); },
   denied() { endWith('ended.denied'); },
   ended() { endWith('ended.ended'); },
   'peer-joined'(m) {

@@ -4,8 +4,9 @@
 
 // Close codes after which reconnecting cannot help (README, "Close codes").
 const FINAL = new Set([1000, 4400, 4401, 4402, 4403, 4404, 4406, 4409, 4410, 4411, 4413]);
-const PING_MS = 15000;      // the server closes a connection silent for 60 s
-const DEAD_MS = 40000;      // no message (not even a pong) this long: the socket is dead
+const PING_MS = 10000;      // the server closes a connection silent for 60 s
+const DEAD_MS = 25000;      // no message (not even a pong) this long: the socket is dead
+const PROBE_MS = 4000;      // after a network change, a ping unanswered this long: dead
 const BACKOFF_MS = [200, 500, 1000, 2000, 3000, 5000];
 const HOLD_MAX = 256;       // outgoing messages held while reconnecting
 
@@ -21,8 +22,9 @@ export class Signal {
     this.held = [];
     this.stopped = false;
     this.timers = {};
-    this.onOnline = () => { if (!this.isOpen()) this.reconnectNow(); };
+    this.onOnline = () => { if (!this.isOpen()) this.reconnectNow(); else this.probe(); };
     addEventListener('online', this.onOnline);
+    if (navigator.connection) navigator.connection.addEventListener('change', this.onOnline);
   }
 
   isOpen() { return this.ws !== null && this.ws.readyState === WebSocket.OPEN && this.welcomed; }
@@ -104,7 +106,16 @@ export class Signal {
     }, PING_MS);
   }
 
-  stopPing() { clearInterval(this.timers.ping); }
+  stopPing() { clearInterval(this.timers.ping); clearTimeout(this.timers.probe); }
+
+  // probe checks the socket after a network change: a socket on the old network may be
+  // half-open, and waiting for the heartbeat would take DEAD_MS.
+  probe() {
+    const heard = this.lastHeard;
+    this.rawSend({ type: 'ping' });
+    clearTimeout(this.timers.probe);
+    this.timers.probe = setTimeout(() => { if (this.lastHeard === heard) this.reconnectNow(); }, PROBE_MS);
+  }
 
   rawSend(m) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
@@ -126,6 +137,7 @@ export class Signal {
     this.stopPing();
     clearTimeout(this.timers.retry);
     removeEventListener('online', this.onOnline);
+    if (navigator.connection) navigator.connection.removeEventListener('change', this.onOnline);
     if (this.ws) {
       const ws = this.ws;
       this.ws = null;
