@@ -157,6 +157,7 @@ type browserOpts struct {
 	strictAutoplay bool   // no autoplay without a user gesture (B11 d)
 	spki           string // pin for the TURN test certificate
 	init           string // an extra init script before the wrapper (hooks)
+	permissions    bool   // capture permissions come from Browser.setPermission, not the fake UI
 }
 
 // tab is one participant's Chromium with the recorder, the WebSocket spy and the request log.
@@ -176,7 +177,6 @@ var browserFlags = []chromedp.ExecAllocatorOption{
 	chromedp.Flag("headless", "new"),
 	chromedp.NoSandbox,
 	chromedp.Flag("use-fake-device-for-media-stream", true),
-	chromedp.Flag("use-fake-ui-for-media-stream", true),
 	chromedp.Flag("mute-audio", true),
 	chromedp.Flag("disable-background-networking", true),
 	chromedp.Flag("disable-component-update", true),
@@ -202,6 +202,9 @@ func openTab(t *testing.T, name string, o browserOpts) *tab {
 	tb := &tab{t: t, name: name, out: &syncBuffer{}}
 	opts := append([]chromedp.ExecAllocatorOption{chromedp.ExecPath(exe), chromedp.WindowSize(o.width, o.height),
 		chromedp.Flag("lang", o.lang), chromedp.Flag("accept-lang", o.lang), chromedp.CombinedOutput(tb.out)}, browserFlags...)
+	if !o.permissions {
+		opts = append(opts, chromedp.Flag("use-fake-ui-for-media-stream", true))
+	}
 	if o.strictAutoplay {
 		opts = append(opts, chromedp.Flag("autoplay-policy", "document-user-activation-required"))
 	} else {

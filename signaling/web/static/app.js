@@ -46,6 +46,7 @@ function setView(view) {
   $('end-all').hidden = !(S.role === 'host' && view === 'call');
   $('relay-only').closest('label').hidden = view === 'ended';
   $('self').hidden = view === 'ended';
+  showMediaBox();
   if (view !== 'call') $('conn-state').textContent = view === 'waiting' ? '' : $('conn-state').textContent;
   const heading = { prejoin: 'prejoin-heading', waiting: 'waiting-heading', call: 'stage-heading', ended: 'ended-heading' }[view];
   $(heading).tabIndex = -1;
@@ -75,6 +76,12 @@ function showPreview() {
   $('self-off').hidden = !!media.video;
 }
 
+// showMediaBox shows the camera/microphone status before joining, and later only problems.
+function showMediaBox() {
+  const problem = !!(media.errors.audio || media.errors.video);
+  $('media-box').hidden = S.view === 'ended' || (S.view !== 'prejoin' && !problem);
+}
+
 function showMediaStatus() {
   const lines = [];
   for (const kind of ['audio', 'video']) if (media.errors[kind]) lines.push(t(`media.${kind}.${media.errors[kind]}`));
@@ -85,7 +92,7 @@ function showMediaStatus() {
   box.dataset.audio = media.errors.audio || 'ok';
   box.dataset.video = media.errors.video || 'ok';
   $('media-retry').hidden = !media.errors.audio && !media.errors.video;
-  if (S.view === 'call' && lines.length) addNote(lines.join(' '));
+  showMediaBox();
 }
 
 async function fillDevices() {
