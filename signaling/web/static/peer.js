@@ -47,6 +47,7 @@ export class Peer {
       }
     }
     pc.onnegotiationneeded = () => this.negotiate();
+    pc.onsignalingstatechange = () => { if (pc.signalingState === 'have-local-offer') this.offerAt = Date.now(); };
     pc.onicecandidate = ({ candidate }) => this.send({ type: 'candidate', candidate: candidate ? candidate.toJSON() : null });
     pc.ontrack = (ev) => this.onTrack(ev);
     pc.oniceconnectionstatechange = () => this.onICEState();
@@ -184,9 +185,19 @@ export class Peer {
     this.pc.restartIce();
   }
 
-  // watch restarts ICE when a negotiation left the connection unconnected for too long.
+  // watch restarts ICE when a negotiation left the connection unconnected for too long, and
+  // takes back an offer that got no answer (lost, or refused by the room) to offer anew.
   watch() {
-    if (this.pc.signalingState === 'closed') return;
+    const pc = this.pc;
+    if (pc.signalingState === 'closed') return;
+    if (pc.signalingState === 'have-local-offer' && Date.now() - this.offerAt > STUCK_MS) {
+      this.offerAt = Date.now();
+      this.enqueue(async () => {
+        if (pc.signalingState !== 'have-local-offer') return;
+        await pc.setLocalDescription({ type: 'rollback' });
+        await this.negotiate();
+      });
+    }
     if (this.connected()) { this.since = Date.now(); return; }
     if (this.ready && Date.now() - this.since > STUCK_MS) this.restart();
   }

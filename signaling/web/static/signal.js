@@ -20,6 +20,7 @@ export class Signal {
     this.lastSeq = 0;
     this.attempt = 0;
     this.held = [];
+    this.maxBytes = 65536; // the room's limit (welcome.maxMessageBytes): larger messages close the socket (1009)
     this.stopped = false;
     this.timers = {};
     this.onOnline = () => { if (!this.isOpen()) this.reconnectNow(); else this.probe(); };
@@ -50,6 +51,7 @@ export class Signal {
       if (!m.reconnected) this.lastSeq = 0; // a new participant: seq starts again
       this.welcomed = true;
       this.attempt = 0;
+      if (m.maxMessageBytes > 0) this.maxBytes = m.maxMessageBytes;
       this.startPing();
       this.h.message(m);
       this.h.state('open');
@@ -119,7 +121,13 @@ export class Signal {
 
   rawSend(m) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
-    this.ws.send(JSON.stringify(m));
+    const data = JSON.stringify(m);
+    if (data.length > this.maxBytes / 3 && new TextEncoder().encode(data).length > this.maxBytes) {
+      // Ferry would close the connection (1009), and a resend would again: drop it.
+      console.error('ferry: a message is larger than the room allows', m.type, data.length);
+      return true;
+    }
+    this.ws.send(data);
     return true;
   }
 
