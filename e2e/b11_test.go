@@ -56,10 +56,16 @@ func TestB11ImperfectDevices(t *testing.T) {
 		perms   bool
 	}{
 		{name: "camera denied", lang: "en-US", status: "denied", message: "You blocked the camera", audio: true, perms: true,
-			setup: func(t *testing.T, g *tab) { g.setPermission(e.base, "camera", false); g.setPermission(e.base, "microphone", true) }},
+			setup: func(t *testing.T, g *tab) {
+				g.setPermission(e.base, "camera", false)
+				g.setPermission(e.base, "microphone", true)
+			}},
 		// Without capture Chromium never lets sound play before a gesture: the tap-to-start path.
 		{name: "both denied", lang: "de-DE", status: "denied", message: "Sie haben das Mikrofon für diese Seite blockiert", audio: false, strict: true, perms: true,
-			setup: func(t *testing.T, g *tab) { g.setPermission(e.base, "camera", false); g.setPermission(e.base, "microphone", false) }},
+			setup: func(t *testing.T, g *tab) {
+				g.setPermission(e.base, "camera", false)
+				g.setPermission(e.base, "microphone", false)
+			}},
 		{name: "camera busy", lang: "de-DE", status: "busy", message: "Die Kamera wird von einem anderen Programm benutzt", audio: true,
 			hook: `window.__gumHook = (c, gum) => c.video ? Promise.reject(new DOMException('Could not start video source', 'NotReadableError')) : gum(c);`},
 		{name: "autoplay blocked", lang: "en-US", status: "ok", audio: true, strict: true},

@@ -136,7 +136,9 @@ func TestRoomICEServers(t *testing.T) {
 		{"no token", "", 401, "unauthorized"},
 		{"not bearer", "Basic eDp5", 401, "unauthorized"},
 		{"garbage", "Bearer x.y.z", 401, "token_invalid"},
-		{"expired", "Bearer " + e.token(t, auth.RoleGuest, func(c *auth.RoomClaims) { c.Expires, c.NotBefore = e.clock.Now().Add(-time.Minute), e.clock.Now().Add(-time.Hour) }), 401, "token_expired"},
+		{"expired", "Bearer " + e.token(t, auth.RoleGuest, func(c *auth.RoomClaims) {
+			c.Expires, c.NotBefore = e.clock.Now().Add(-time.Minute), e.clock.Now().Add(-time.Hour)
+		}), 401, "token_expired"},
 		{"other room", "Bearer " + e.token(t, auth.RoleHost, func(c *auth.RoomClaims) { c.Room = other }), 403, "wrong_room"},
 	}
 	for _, c := range cases {
