@@ -169,6 +169,7 @@ type tab struct {
 	mu     sync.Mutex
 	sent   []string // WebSocket text frames the page sent
 	recv   []string // and received
+	recvAt []time.Time
 	urls   []string // every request URL
 	errors []string // console.error and console.warn
 }
@@ -252,7 +253,10 @@ func openTab(t *testing.T, name string, o browserOpts) *tab {
 			if err != nil {
 				return
 			}
-			tb.add(&tb.recv, string(ev.Response.PayloadData))
+			tb.mu.Lock()
+			tb.recv = append(tb.recv, string(ev.Response.PayloadData))
+			tb.recvAt = append(tb.recvAt, time.Now())
+			tb.mu.Unlock()
 		}
 	}()
 	go func() {
@@ -297,6 +301,18 @@ func (tb *tab) snapshot(list *[]string) []string {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	return append([]string(nil), *list...)
+}
+
+// received returns the messages the page received with their arrival times.
+func (tb *tab) received() ([]map[string]any, []time.Time) {
+	tb.mu.Lock()
+	raw, at := append([]string(nil), tb.recv...), append([]time.Time(nil), tb.recvAt...)
+	tb.mu.Unlock()
+	out := make([]map[string]any, len(raw))
+	for i, f := range raw {
+		_ = json.Unmarshal([]byte(f), &out[i])
+	}
+	return out, at
 }
 
 // frames returns the decoded WebSocket messages the page sent (sent) or received.
