@@ -58,10 +58,22 @@
     };
   }
 
+  const dcs = (window.__dcs = []);
+  const origCreateDC = Orig.prototype.createDataChannel;
+  Orig.prototype.createDataChannel = function (...a) {
+    const dc = origCreateDC.apply(this, a);
+    dc.__pc = this;
+    dcs.push(dc);
+    return dc;
+  };
+
   const sends = (window.__sends = { count: 0, maxSize: 0, maxBuffered: 0, errors: [], bytes: 0 });
   const origSend = RTCDataChannel.prototype.send;
   RTCDataChannel.prototype.send = function (d) {
     const size = typeof d === 'string' ? new TextEncoder().encode(d).length : d.byteLength !== undefined ? d.byteLength : d.size;
+    const max = this.__pc && this.__pc.sctp ? this.__pc.sctp.maxMessageSize : 0;
+    if (max && size > max) sends.overMax = (sends.overMax || 0) + 1;
+    if (typeof d !== 'string') { sends.binary = (sends.binary || 0) + 1; sends.binaryBytes = (sends.binaryBytes || 0) + size; }
     sends.count++;
     sends.bytes += size;
     if (size > sends.maxSize) sends.maxSize = size;
