@@ -10,10 +10,10 @@ BENCH_ARGS  ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test test-deps test-short fuzz lint bench clean
+.PHONY: help build run test test-deps test-short test-browser test-b08-full screenshots fuzz lint bench clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build bin/ferry
 	$(GO) build -o bin/ferry ./cmd/ferry
@@ -26,6 +26,16 @@ test: test-deps ## Run every test with the race detector (installs coturn's clie
 
 test-deps: ## Install the real clients the tests drive (Debian packages), if missing
 	@./.ci/test-deps
+
+test-browser: test-deps ## Run the consultation page's browser tests only (headless Chromium)
+	$(GO) test -race -count=1 -timeout 15m -run 'TestPage|TestB0[1-9]|TestB1[0-9]' -v ./e2e/
+
+test-b08-full: test-deps ## B08 with its full 500 MB file (make test sends E2E_B08_BYTES, default 64 MB)
+	E2E_B08_BYTES=500000000 $(GO) test -race -count=1 -timeout 15m -run 'TestB08' -v ./e2e/
+
+screenshots: test-deps ## Save the page's screenshots (waiting room, call, screen share) to bin/screenshots
+	E2E_SCREENSHOTS=$(CURDIR)/bin/screenshots $(GO) test -count=1 -run 'TestPageCall$$' ./e2e/
+	@ls bin/screenshots
 
 test-short: ## Run the unit tests only (no end-to-end tests, no external programs)
 	$(GO) test -short -count=1 ./...

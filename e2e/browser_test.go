@@ -410,6 +410,7 @@ func (tb *tab) jsClick(selector string) {
 // screenshot saves the window as PNG into dir and prints its path.
 func (tb *tab) screenshot(dir, name string) string {
 	tb.t.Helper()
+	tb.eval(`window.scrollTo(0, 0)`)
 	buf, err := chromedp.Run(tb.ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		tb.t.Fatalf("%s: screenshot: %v", tb.name, err)
