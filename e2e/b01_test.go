@@ -209,6 +209,7 @@ func TestB01OfferGlare(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		}
 		sharer.click("share") // stop
+		settle(t, host, guest, 10*time.Second, fmt.Sprintf("share round %d stopped", i))
 	}
 	t.Logf("offers crossed in %d of 20 rounds, %d of 5 after the reconnect", c1, c2)
 	if c1 == 0 {

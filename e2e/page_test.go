@@ -20,14 +20,14 @@ func writeFile(t *testing.T, dir, name string, n int64) (string, string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	r := rand.New(rand.NewPCG(uint64(n), 42))
+	var seed [32]byte
+	seed[0], seed[1] = byte(n), byte(n>>8)
+	r := rand.NewChaCha8(seed)
 	buf := make([]byte, 1<<20)
 	h := newHasher()
 	for left := n; left > 0; {
 		k := min(int64(len(buf)), left)
-		for i := range buf[:k] {
-			buf[i] = byte(r.Uint32())
-		}
+		_, _ = r.Read(buf[:k])
 		if _, err := f.Write(buf[:k]); err != nil {
 			t.Fatal(err)
 		}

@@ -42,6 +42,7 @@ function setView(view) {
   $('host-panel').hidden = !(S.role === 'host' && view === 'call');
   $('join').hidden = view !== 'prejoin';
   for (const id of ['mute', 'camera', 'share']) $(id).hidden = view !== 'call';
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) $('share').hidden = true; // phones
   $('hangup').hidden = !inRoom;
   $('end-all').hidden = !(S.role === 'host' && view === 'call');
   $('relay-only').closest('label').hidden = view === 'ended';
@@ -85,6 +86,7 @@ function showMediaBox() {
 function showMediaStatus() {
   const lines = [];
   for (const kind of ['audio', 'video']) if (media.errors[kind]) lines.push(t(`media.${kind}.${media.errors[kind]}`));
+  if (!window.isSecureContext) lines.unshift(t('media.insecure'));
   if (!media.audio && !media.video && lines.length) lines.push(t('media.none'));
   const box = $('media-status');
   box.textContent = lines.length ? lines.join(' ') : (media.audio || media.video ? t('media.ok') : '');
@@ -390,7 +392,11 @@ const handlers = {
     const info = S.roster.get(m.from);
     if (info && S.view === 'call') ensurePeer(info); // it starts over (a reload); the impolite side offers
   },
-  error(m) { console.warn('ferry: room refused a message', m.code, m.ref); },
+  error(m) {
+    // A message to a participant who has just left crossed its peer-left: nothing is lost.
+    if (m.code === 'no_such_peer' && m.to && !S.peers.has(m.to)) return;
+    console.warn('ferry: room refused a message', m.code, m.ref);
+  },
 };
 
 function onMessage(m) {
