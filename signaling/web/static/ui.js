@@ -48,7 +48,8 @@ export class Tile {
 
 export function addChat(who, text, ts, cls) {
   const li = el('li', { class: cls || '' });
-  li.append(el('span', { class: 'meta' }, `${who} · ${new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })}`));
+  const time = new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  li.append(el('span', { class: 'meta' }, who ? `${who} · ${time}` : time));
   li.append(el('span', { class: 'text' }, text));
   $('chat-log').append(li);
   li.scrollIntoView({ block: 'nearest' });
