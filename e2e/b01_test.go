@@ -189,25 +189,7 @@ func TestB01OfferGlare(t *testing.T) {
 		}
 		viewer := map[*tab]*tab{host: guest, guest: host}[sharer]
 		settle(t, host, guest, 10*time.Second, fmt.Sprintf("share round %d", i))
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			s := viewer.stats()
-			screen := 0.0
-			if len(s) == 1 {
-				for mid, f := range s[0].ByMid {
-					if mid != "1" && mid != "0" {
-						screen = max(screen, f)
-					}
-				}
-			}
-			if screen > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("share round %d: %s decodes no shared screen: %+v", i, viewer.name, s)
-			}
-			time.Sleep(300 * time.Millisecond)
-		}
+		viewer.waitScreen(1, 10*time.Second)
 		sharer.click("share") // stop
 		settle(t, host, guest, 10*time.Second, fmt.Sprintf("share round %d stopped", i))
 	}

@@ -104,20 +104,7 @@ func TestB03CredentialsExpireDuringTheCall(t *testing.T) {
 	t.Logf("reconnected %.1fs after the restart with fresh credentials", time.Since(restartAt).Seconds())
 
 	guest.click("share")
-	deadline = time.Now().Add(10 * time.Second)
-	for screen := 0.0; screen == 0; {
-		if s := host.stats(); len(s) == 1 {
-			for mid, f := range s[0].ByMid {
-				if mid != "0" && mid != "1" {
-					screen = f
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the screen share did not arrive")
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+	host.waitScreen(1, 10*time.Second)
 
 	// The room connection drops and comes back: its welcome carries fresh credentials,
 	// which the page applies.

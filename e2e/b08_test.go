@@ -133,91 +133,16 @@ func TestB08FileTransfer(t *testing.T) {
 	limit := max(size, 40_000_000)
 	e := startPageFerry(t, fmt.Sprintf("  page:\n    max_file_size: %d\n", limit))
 	dir := t.TempDir()
-	big, want := writeFile(t, dir, "scan.bin", size)
 	hostLink, guestLink := e.room(t)
 	host, guest := openPair(t, e, hostLink, guestLink, browserOpts{lang: "en-US"}, browserOpts{lang: "de-DE"})
 	checkRelayOnly(t, host, guest)
 	admit(t, host, guest)
 	host.waitMedia(15*time.Second, true, true)
-	heap := watchHeap(t, host, guest)
 
-	start := time.Now()
-	guest.setFile(big)
-	for i, mark := range []float64{25, 50, 75} {
-		host.waitJS(fmt.Sprintf(`(() => { const p = document.querySelector('[data-testid=transfer][data-dir=in] [data-testid=file-progress]'); return p && p.value >= %v; })()`, mark),
-			time.Duration(size/1_000_000+60)*time.Second, fmt.Sprintf("%v %% received", mark))
-		for _, pair := range [][2]*tab{{host, guest}, {guest, host}} {
-			if d := chatAcross(t, pair[0], pair[1], fmt.Sprintf("chat %d from %s", i, pair[0].name)); d > 2*time.Second {
-				t.Errorf("chat from %s at %v %% took %s", pair[0].name, mark, d)
-			}
-		}
-	}
-	host.waitJS(`document.querySelector('[data-testid=transfer][data-dir=in][data-state=done]')`, time.Duration(size/1_000_000+60)*time.Second, "the file arrives")
-	elapsed := time.Since(start)
-	guest.waitJS(`document.querySelector('[data-testid=transfer][data-dir=out][data-state=done]')`, 10*time.Second, "the sender hears it arrived")
-	for _, tb := range []*tab{host, guest} {
-		dir := map[*tab]string{host: "in", guest: "out"}[tb]
-		if p := progress(tb, dir); p != 100 {
-			t.Errorf("%s: progress bar at %v", tb.name, p)
-		}
-	}
-	t.Logf("%d bytes in %s (%.1f MB/s)", size, elapsed.Round(time.Millisecond), float64(size)/1e6/elapsed.Seconds())
-	if got := host.download("scan.bin"); got != want {
-		t.Fatalf("downloaded SHA-256 %s, want %s", got, want)
-	}
-	maxMsg, _ := guest.eval(livePC + `.sctp.maxMessageSize`).(float64)
-	checkSends(t, guest, min(maxMsg, 64<<10))
-	for _, tb := range []*tab{host, guest} {
-		t.Logf("%s: JS heap peak %.1f MB", tb.name, heap.peak(tb)/1e6)
-		if heap.peak(tb) > 150e6 {
-			t.Errorf("%s: JS heap reached %.1f MB", tb.name, heap.peak(tb)/1e6)
-		}
-	}
-
-	// A name that is HTML shows as text.
-	evil := filepath.Join(dir, `<img src=x onerror=window.__f=1>.pdf`)
-	if err := os.WriteFile(evil, []byte("%PDF-1.4 test"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	guest.setFile(evil)
-	host.waitJS(`[...document.querySelectorAll('[data-testid=transfer][data-dir=in][data-state=done] .name')].some((n) => n.textContent.startsWith('<img src=x onerror=window.__f=1>.pdf'))`, 10*time.Second, "the HTML name as text")
-	if host.eval(`window.__f === undefined && !document.querySelector('#transfers img')`) != true {
-		t.Fatal("the file name ran as HTML")
-	}
-
-	// One byte over the limit: refused before a chunk, explained on both sides.
-	over := filepath.Join(dir, "too-big.bin")
-	if f, err := os.Create(over); err != nil || f.Truncate(limit+1) != nil || f.Close() != nil {
-		t.Fatal("cannot make the over-limit file")
-	}
-	sentBefore := guest.eval(`window.__sends.binaryBytes`)
-	guest.setFile(over)
-	guest.waitJS(`[...document.querySelectorAll('[data-testid=transfer][data-state=toolarge]')].some((n) => n.textContent.includes('ist größer als die Grenze'))`, 5*time.Second, "German refusal on the sender")
-	host.waitJS(`document.querySelector('[data-testid=chat-log]').textContent.includes('which is larger than the limit')`, 5*time.Second, "English notice on the receiver")
-	if got := guest.eval(`window.__sends.binaryBytes`); got != sentBefore {
-		t.Errorf("bytes sent for a refused file: %v -> %v", sentBefore, got)
-	}
-
-	// The receiver cancels at 40 %: the sender stops within 1 s, the receiver's heap drops.
-	cancelSize := min(size, 40_000_000)
-	mid, _ := writeFile(t, dir, "cancel.bin", cancelSize)
-	_, _ = chromedp.Call(host.ctx, heapprofiler.CollectGarbage, cdp.Empty{})
-	heapBefore := jsHeap(host)
-	guest.setFile(mid)
-	host.waitJS(`(() => { const l = document.querySelectorAll('[data-testid=transfer][data-dir=in]'); const p = l[l.length - 1].querySelector('progress'); return l[l.length - 1].dataset.state === 'active' && p.value >= 40; })()`, 60*time.Second, "40 % received")
-	host.eval(`(() => { const l = document.querySelectorAll('[data-testid=transfer][data-dir=in] [data-testid=file-cancel]'); l[l.length - 1].click(); })()`)
-	cancelAt := time.Now()
-	guest.waitJS(`(() => { const l = document.querySelectorAll('[data-testid=transfer][data-dir=out]'); return l[l.length - 1].dataset.state === 'cancelled'; })()`, time.Second, "the sender stops within 1 s")
-	stopped := guest.eval(`window.__sends.binaryBytes`)
-	time.Sleep(500 * time.Millisecond)
-	if got := guest.eval(`window.__sends.binaryBytes`); got != stopped {
-		t.Errorf("the sender kept sending after the cancel: %v -> %v", stopped, got)
-	}
-	t.Logf("cancel acknowledged by the sender in %s", time.Since(cancelAt).Round(time.Millisecond))
-	_, _ = chromedp.Call(host.ctx, heapprofiler.CollectGarbage, cdp.Empty{})
-	if after := jsHeap(host); after > heapBefore+10e6 {
-		t.Errorf("receiver's heap %.1f MB after the cancel, %.1f MB before the transfer", after/1e6, heapBefore/1e6)
-	}
+	b08Big(t, dir, size, host, guest)
+	b08HTMLName(t, dir, host, guest)
+	b08OverLimit(t, dir, limit, host, guest)
+	b08Cancel(t, dir, min(size, 40_000_000), host, guest)
 	chatAcross(t, host, guest, "still here after the cancel")
 	noErrs(t, host, guest)
 
@@ -240,4 +165,102 @@ func TestB08FileTransfer(t *testing.T) {
 		checkSends(t, guest, 16384)
 		noErrs(t, host, guest)
 	})
+}
+
+// b08Big sends the big file from the guest with chat both ways at 25, 50 and 75 %.
+func b08Big(t *testing.T, dir string, size int64, host, guest *tab) {
+	t.Helper()
+	big, want := writeFile(t, dir, "scan.bin", size)
+	heap := watchHeap(t, host, guest)
+	defer heap.done()
+	start := time.Now()
+	guest.setFile(big)
+	wait := time.Duration(size/1_000_000+60) * time.Second
+	for i, mark := range []float64{25, 50, 75} {
+		host.waitJS(fmt.Sprintf(`(() => { const p = document.querySelector('[data-testid=transfer][data-dir=in] [data-testid=file-progress]'); return p && p.value >= %v; })()`, mark),
+			wait, fmt.Sprintf("%v %% received", mark))
+		for _, pair := range [][2]*tab{{host, guest}, {guest, host}} {
+			if d := chatAcross(t, pair[0], pair[1], fmt.Sprintf("chat %d from %s", i, pair[0].name)); d > 2*time.Second {
+				t.Errorf("chat from %s at %v %% took %s", pair[0].name, mark, d)
+			}
+		}
+	}
+	host.waitJS(`document.querySelector('[data-testid=transfer][data-dir=in][data-state=done]')`, wait, "the file arrives")
+	elapsed := time.Since(start)
+	guest.waitJS(`document.querySelector('[data-testid=transfer][data-dir=out][data-state=done]')`, 10*time.Second, "the sender hears it arrived")
+	for tb, dir := range map[*tab]string{host: "in", guest: "out"} {
+		if p := progress(tb, dir); p != 100 {
+			t.Errorf("%s: progress bar at %v", tb.name, p)
+		}
+	}
+	t.Logf("%d bytes in %s (%.1f MB/s)", size, elapsed.Round(time.Millisecond), float64(size)/1e6/elapsed.Seconds())
+	if got := host.download("scan.bin"); got != want {
+		t.Fatalf("downloaded SHA-256 %s, want %s", got, want)
+	}
+	maxMsg, _ := guest.eval(livePC + `.sctp.maxMessageSize`).(float64)
+	checkSends(t, guest, min(maxMsg, 64<<10))
+	for _, tb := range []*tab{host, guest} {
+		t.Logf("%s: JS heap peak %.1f MB", tb.name, heap.peak(tb)/1e6)
+		if heap.peak(tb) > 150e6 {
+			t.Errorf("%s: JS heap reached %.1f MB", tb.name, heap.peak(tb)/1e6)
+		}
+	}
+}
+
+// b08HTMLName sends a file whose name is HTML: it shows as text.
+func b08HTMLName(t *testing.T, dir string, host, guest *tab) {
+	t.Helper()
+	evil := filepath.Join(dir, `<img src=x onerror=window.__f=1>.pdf`)
+	if err := os.WriteFile(evil, []byte("%PDF-1.4 test"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	guest.setFile(evil)
+	host.waitJS(`[...document.querySelectorAll('[data-testid=transfer][data-dir=in][data-state=done] .name')].some((n) => n.textContent.startsWith('<img src=x onerror=window.__f=1>.pdf'))`, 10*time.Second, "the HTML name as text")
+	if host.eval(`window.__f === undefined && !document.querySelector('#transfers img')`) != true {
+		t.Fatal("the file name ran as HTML")
+	}
+}
+
+// b08OverLimit sends a file one byte over the limit: refused before a chunk, explained on
+// both sides (the guest's page speaks German, the host's English).
+func b08OverLimit(t *testing.T, dir string, limit int64, host, guest *tab) {
+	t.Helper()
+	over := filepath.Join(dir, "too-big.bin")
+	if f, err := os.Create(over); err != nil || f.Truncate(limit+1) != nil || f.Close() != nil {
+		t.Fatal("cannot make the over-limit file")
+	}
+	sentBefore := guest.eval(`window.__sends.binaryBytes`)
+	guest.setFile(over)
+	guest.waitJS(`[...document.querySelectorAll('[data-testid=transfer][data-state=toolarge]')].some((n) => n.textContent.includes('ist größer als die Grenze'))`, 5*time.Second, "German refusal on the sender")
+	host.waitJS(`document.querySelector('[data-testid=chat-log]').textContent.includes('which is larger than the limit')`, 5*time.Second, "English notice on the receiver")
+	if got := guest.eval(`window.__sends.binaryBytes`); got != sentBefore {
+		t.Errorf("bytes sent for a refused file: %v -> %v", sentBefore, got)
+	}
+}
+
+// b08Cancel: the receiver cancels at 40 %; the sender stops within 1 s and the receiver's
+// heap drops back.
+func b08Cancel(t *testing.T, dir string, size int64, host, guest *tab) {
+	t.Helper()
+	mid, _ := writeFile(t, dir, "cancel.bin", size)
+	if _, err := chromedp.Call(host.ctx, performance.Enable, performance.EnableParams{}); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = chromedp.Call(host.ctx, heapprofiler.CollectGarbage, cdp.Empty{})
+	heapBefore := jsHeap(host)
+	guest.setFile(mid)
+	host.waitJS(`(() => { const l = document.querySelectorAll('[data-testid=transfer][data-dir=in]'); const p = l[l.length - 1].querySelector('progress'); return l[l.length - 1].dataset.state === 'active' && p.value >= 40; })()`, 60*time.Second, "40 % received")
+	host.eval(`(() => { const l = document.querySelectorAll('[data-testid=transfer][data-dir=in] [data-testid=file-cancel]'); l[l.length - 1].click(); })()`)
+	cancelAt := time.Now()
+	guest.waitJS(`(() => { const l = document.querySelectorAll('[data-testid=transfer][data-dir=out]'); return l[l.length - 1].dataset.state === 'cancelled'; })()`, time.Second, "the sender stops within 1 s")
+	stopped := guest.eval(`window.__sends.binaryBytes`)
+	time.Sleep(500 * time.Millisecond)
+	if got := guest.eval(`window.__sends.binaryBytes`); got != stopped {
+		t.Errorf("the sender kept sending after the cancel: %v -> %v", stopped, got)
+	}
+	t.Logf("cancel acknowledged by the sender in %s", time.Since(cancelAt).Round(time.Millisecond))
+	_, _ = chromedp.Call(host.ctx, heapprofiler.CollectGarbage, cdp.Empty{})
+	if after := jsHeap(host); after > heapBefore+10e6 {
+		t.Errorf("receiver's heap %.1f MB after the cancel, %.1f MB before the transfer", after/1e6, heapBefore/1e6)
+	}
 }

@@ -240,8 +240,14 @@ func openTab(t *testing.T, name string, o browserOpts) *tab {
 			t.Fatal(err)
 		}
 	}
+	tb.listen()
+	return tb
+}
+
+// listen records the tab's WebSocket frames, requests and console errors until it closes.
+func (tb *tab) listen() {
 	go func() {
-		for ev, err := range chromedp.Events(ctx, network.WebSocketFrameSent) {
+		for ev, err := range chromedp.Events(tb.ctx, network.WebSocketFrameSent) {
 			if err != nil {
 				return
 			}
@@ -249,7 +255,7 @@ func openTab(t *testing.T, name string, o browserOpts) *tab {
 		}
 	}()
 	go func() {
-		for ev, err := range chromedp.Events(ctx, network.WebSocketFrameReceived) {
+		for ev, err := range chromedp.Events(tb.ctx, network.WebSocketFrameReceived) {
 			if err != nil {
 				return
 			}
@@ -260,7 +266,7 @@ func openTab(t *testing.T, name string, o browserOpts) *tab {
 		}
 	}()
 	go func() {
-		for ev, err := range chromedp.Events(ctx, network.RequestWillBeSent) {
+		for ev, err := range chromedp.Events(tb.ctx, network.RequestWillBeSent) {
 			if err != nil {
 				return
 			}
@@ -268,7 +274,7 @@ func openTab(t *testing.T, name string, o browserOpts) *tab {
 		}
 	}()
 	go func() {
-		for ev, err := range chromedp.Events(ctx, runtime.ConsoleAPICalled) {
+		for ev, err := range chromedp.Events(tb.ctx, runtime.ConsoleAPICalled) {
 			if err != nil {
 				return
 			}
@@ -281,7 +287,6 @@ func openTab(t *testing.T, name string, o browserOpts) *tab {
 			}
 		}
 	}()
-	return tb
 }
 
 func cmpOr(a, b string) string {
@@ -539,6 +544,25 @@ func (tb *tab) waitMedia(timeout time.Duration, relay, audio bool) pcStats {
 	}
 	tb.t.Fatalf("%s: no media within %s: %+v", tb.name, timeout, last)
 	return pcStats{}
+}
+
+// waitScreen waits until the page decodes at least n frames of a video other than the
+// camera's (mids 0 and 1 are audio and camera): a shared screen.
+func (tb *tab) waitScreen(n float64, timeout time.Duration) {
+	tb.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last []pcStats
+	for time.Now().Before(deadline) {
+		if last = tb.stats(); len(last) == 1 {
+			for mid, f := range last[0].ByMid {
+				if mid != "0" && mid != "1" && f >= n {
+					return
+				}
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	tb.t.Fatalf("%s: fewer than %v frames of a shared screen within %s: %+v", tb.name, n, timeout, last)
 }
 
 // errs returns window.__errs (errors, rejections, CSP violations).
