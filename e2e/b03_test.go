@@ -110,14 +110,10 @@ func TestB03CredentialsExpireDuringTheCall(t *testing.T) {
 	// which the page applies.
 	guest.eval(`window.__ws.at(-1).close(4000, 'test drop')`)
 	guest.waitJS(`window.__ws.length === 2 && window.__ws[1].readyState === 1`, 10*time.Second, "the guest reconnected")
-	msgs, _ := guest.received()
-	var w map[string]any
-	for _, m := range msgs {
-		if m["type"] == "welcome" && m["reconnected"] == true {
-			w = m
-		}
-	}
-	if w == nil || iceUser(w) == "" {
+	w := guest.waitReceived(5*time.Second, "welcome after the reconnect", func(m map[string]any) bool {
+		return m["type"] == "welcome" && m["reconnected"] == true
+	})
+	if iceUser(w) == "" {
 		t.Fatalf("the reconnect's welcome has no credentials: %v", w)
 	}
 	guest.waitJS(appliedUserJS+` === `+jsString(iceUser(w)), 5*time.Second, "the reconnect's credentials applied")

@@ -320,6 +320,25 @@ func (tb *tab) received() ([]map[string]any, []time.Time) {
 	return out, at
 }
 
+// waitReceived waits until the page has received a message for which match is true, and
+// returns it.
+func (tb *tab) waitReceived(timeout time.Duration, what string, match func(map[string]any) bool) map[string]any {
+	tb.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		msgs, _ := tb.received()
+		for i := len(msgs) - 1; i >= 0; i-- {
+			if match(msgs[i]) {
+				return msgs[i]
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.t.Fatalf("%s: no %s within %s", tb.name, what, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // frames returns the decoded WebSocket messages the page sent (sent) or received.
 func (tb *tab) frames(sent bool) []map[string]any {
 	list := &tb.recv

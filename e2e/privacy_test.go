@@ -58,7 +58,8 @@ func checkPrivacy(t *testing.T, tb *tab, base string) {
 	}
 }
 
-// The page speaks the browser's language, German or English, and switches on request.
+// The page speaks the browser's language, German or English, and switches on request; it
+// works with the keyboard alone; and it stores nothing and asks no other origin.
 func TestPageLanguages(t *testing.T) {
 	e := startPageFerry(t, "  page:\n    enabled: true\n")
 	_, guestLink := e.room(t)
@@ -86,6 +87,35 @@ func TestPageLanguages(t *testing.T) {
 	if got := strings.Join(toStrings(tabs["de-DE"].eval(read)), "|"); got != strings.Join(texts["en-US"], "|") {
 		t.Errorf("after the switch: %s", got)
 	}
+	// Keyboard only: Tab reaches Join after the controls above it, and Enter joins.
+	en := tabs["en-US"]
+	var order []string
+	for range 30 {
+		if err := chromedp.Do(en.ctx, chromedp.KeyEvent("\t")); err != nil {
+			t.Fatal(err)
+		}
+		id, _ := en.eval(`document.activeElement.dataset.testid || document.activeElement.id || document.activeElement.tagName`).(string)
+		order = append(order, id)
+		if id == "join" {
+			break
+		}
+	}
+	// Focus starts at the view's heading; the controls follow in reading order.
+	want := []string{"camera-select", "mic-select", "name-input", "conn-test", "relay-only", "join"}
+	pos := 0
+	for _, id := range order {
+		if pos < len(want) && id == want[pos] {
+			pos++
+		}
+	}
+	if pos != len(want) {
+		t.Fatalf("tab order %v, want %v in this order", order, want)
+	}
+	t.Logf("tab order: %v", order)
+	if err := chromedp.Do(en.ctx, chromedp.KeyEvent("\r")); err != nil {
+		t.Fatal(err)
+	}
+	en.waitJS(`document.body.dataset.view === 'waiting'`, 10*time.Second, "joined with the keyboard")
 	for _, tb := range tabs {
 		checkPrivacy(t, tb, e.base)
 	}
