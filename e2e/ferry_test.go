@@ -90,7 +90,13 @@ func startFerry(t *testing.T, yaml string, env ...string) *ferryProc {
 	if testing.Short() {
 		t.Skip("end-to-end test (-short)")
 	}
-	dir := t.TempDir()
+	return startFerryIn(t, t.TempDir(), yaml, env...)
+}
+
+// startFerryIn is startFerry with dir/ferry.yaml and dir/data: a restart keeps the data
+// directory (secrets, room signing key).
+func startFerryIn(t *testing.T, dir, yaml string, env ...string) *ferryProc {
+	t.Helper()
 	cfg := filepath.Join(dir, "ferry.yaml")
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)

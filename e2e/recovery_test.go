@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -110,15 +111,70 @@ func recoverFromDrop(t *testing.T, e *pageEnv, host, guest *tab) {
 			time.Sleep(300 * time.Millisecond)
 		}
 		tb.waitJS(`document.getElementById('banner').hidden && document.querySelector('[data-testid=conn-state]').dataset.state === 'state.connected'`, 5*time.Second, "the call shows connected again")
-		if n := tb.eval(`performance.getEntriesByType('navigation').length + ':' + window.__pcs.length`); n == nil {
-			t.Fatal("no page")
+	}
+	// No reload: the test's observer (gone with a reload) is still there, in the call view.
+	for _, tb := range []*tab{host, guest} {
+		if got := tb.eval(`Array.isArray(window.__states) && document.body.dataset.view`); got != "call" {
+			t.Errorf("%s: view %v after recovery", tb.name, got)
 		}
 	}
-	// No reload: the page's first navigation is still the only one, and the recorder kept
-	// its state.
+	noErrs(t, host, guest)
+}
+
+// restart stops Ferry (SIGTERM, as an operator's restart) and starts it again on the same
+// ports with the same data directory.
+func (e *pageEnv) restart(t *testing.T) {
+	t.Helper()
+	old := e.p
+	yaml := e.yaml
+	for _, r := range []struct {
+		key  string
+		port int
+	}{{"udp_listen", old.udpPort}, {"tcp_listen", old.tcpPort}, {"tls_listen", old.tlsPort}} {
+		if r.port != 0 {
+			yaml = strings.Replace(yaml, r.key+`: ["127.0.0.1:0"]`, fmt.Sprintf(`%s: ["127.0.0.1:%d"]`, r.key, r.port), 1)
+		}
+	}
+	yaml = strings.Replace(yaml, `listen: "127.0.0.1:0"`, fmt.Sprintf(`listen: "127.0.0.1:%d"`, old.httpPort), 1)
+	yaml = strings.Replace(yaml, `listen: "127.0.0.1:0"`, fmt.Sprintf(`listen: "127.0.0.1:%d"`, old.adminPort), 1)
+	old.stop(t)
+	e.p = startFerryIn(t, filepath.Dir(old.dataDir), yaml)
+	if e.p.httpPort != old.httpPort || e.p.udpPort != old.udpPort {
+		t.Fatalf("restarted on other ports: %d/%d, was %d/%d", e.p.httpPort, e.p.udpPort, old.httpPort, old.udpPort)
+	}
+}
+
+// Ferry restarts during a call. Rooms live in memory, so the restarted Ferry knows neither
+// room nor admission: both pages show "reconnecting…", come back without a reload, the
+// patient waits again and the practitioner sees the knock again (with the name); one
+// admit later both decode video again, within 15 s of the restart.
+func TestPageFerryRestart(t *testing.T) {
+	e := startPageFerry(t, "  page:\n    enabled: true\n")
+	hostLink, guestLink := e.room(t)
+	host, guest := openPair(t, e, hostLink, guestLink, browserOpts{}, browserOpts{})
+	checkRelayOnly(t, host, guest)
+	guest.eval(`document.querySelector('[data-testid=name-input]').value = 'Herr Özdemir'`)
+	admit(t, host, guest)
+	host.waitMedia(15*time.Second, true, true)
+	guest.waitMedia(15*time.Second, true, true)
 	for _, tb := range []*tab{host, guest} {
-		if got := tb.eval(`window.__states.length > 0 && document.body.dataset.view`); got != "call" {
-			t.Errorf("%s: view %v after recovery", tb.name, got)
+		tb.eval(watchStatesJS)
+	}
+	start := time.Now()
+	e.restart(t)
+	for _, tb := range []*tab{host, guest} {
+		tb.waitJS(`window.__states.some((s) => s.startsWith('banner-reconnecting'))`, 5*time.Second, "reconnecting… shown")
+	}
+	guest.waitJS(`document.body.dataset.view === 'waiting'`, 10*time.Second, "the patient waits again")
+	host.waitJS(`[...document.querySelectorAll('[data-testid=knock] .name')].some((e) => e.textContent === 'Herr Özdemir')`, 10*time.Second, "the knock again, with the name")
+	host.click("admit")
+	for _, tb := range []*tab{host, guest} {
+		tb.waitMedia(15*time.Second-time.Since(start), true, true)
+	}
+	t.Logf("video again %.1fs after the restart (one admit)", time.Since(start).Seconds())
+	for _, tb := range []*tab{host, guest} {
+		if tb.eval(`Array.isArray(window.__states)`) != true { // a reload would have dropped the observer
+			t.Errorf("%s: the page was reloaded", tb.name)
 		}
 	}
 	noErrs(t, host, guest)
