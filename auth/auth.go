@@ -20,12 +20,13 @@ import (
 // Reason maps them to the bounded label set used in metrics.
 var (
 	// ErrMalformed: the username is not "<expiry unix seconds>[:<user id>]" with a canonical
-	// decimal expiry (no sign, no leading zero, no spaces, at most 11 digits).
+	// decimal expiry (digits only: no sign, no leading zero, no spaces; at most 19 digits).
 	ErrMalformed = errors.New("auth: malformed username")
 	// ErrExpired: the REST credential's expiry is not after the current time.
 	ErrExpired = errors.New("auth: credential expired")
 	// ErrTooFarAhead: the expiry lies more than MaxTTL plus ClockSkew in the future, which is
-	// what a millisecond timestamp or a hand-made "forever" credential looks like.
+	// what a millisecond (13 digits), microsecond or nanosecond timestamp read as seconds,
+	// or a hand-made "forever" credential, looks like.
 	ErrTooFarAhead = errors.New("auth: credential expiry too far ahead")
 	// ErrUnknownUser: the username is neither a static user nor a REST username, or REST
 	// credentials are not configured.
@@ -66,9 +67,10 @@ func Reason(err error) string {
 // 509-byte USERNAME limit of RFC 8489 §14.3.
 const MaxUserIDLen = 256
 
-// maxExpiryDigits is the longest canonical expiry in seconds (year 5138); a 13-digit
-// millisecond timestamp is malformed, not merely far ahead.
-const maxExpiryDigits = 11
+// maxExpiryDigits is the longest canonical expiry read as a number (int64 seconds): a
+// millisecond (13 digits), microsecond (16) or nanosecond (19) timestamp is read, and then
+// refused as too far ahead; more digits are malformed.
+const maxExpiryDigits = 19
 
 // Config configures an Authenticator.
 type Config struct {
@@ -126,9 +128,6 @@ func New(cfg Config) (*Authenticator, error) {
 		now:     now,
 	}, nil
 }
-
-// CanIssue reports whether REST credentials can be issued (at least one secret is configured).
-func (a *Authenticator) CanIssue() bool { return len(a.secrets) > 0 }
 
 // MaxTTL returns the longest lifetime Issue hands out.
 func (a *Authenticator) MaxTTL() time.Duration { return a.maxTTL }
@@ -248,7 +247,8 @@ func (a *Authenticator) UserID(username string) string {
 // ParseRESTUsername splits "<expiry>:<user id>" at the first ':' (the user id may contain
 // more). A bare "<expiry>", as coturn's clients send without a user, has an empty user id.
 // The expiry must be canonical decimal Unix seconds: digits only, no sign, no leading zero,
-// at most 11 digits. Returns ErrMalformed otherwise.
+// at most 19 digits and within int64. Returns ErrMalformed otherwise. A far-future expiry
+// (such as a millisecond timestamp) parses; Lookup refuses it with ErrTooFarAhead.
 func ParseRESTUsername(username string) (expiry int64, userID string, err error) {
 	ts, userID, _ := strings.Cut(username, ":")
 	if ts == "" || len(ts) > maxExpiryDigits || ts[0] == '0' {

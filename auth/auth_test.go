@@ -71,7 +71,12 @@ func TestC13TimestampForms(t *testing.T) {
 		username string
 		want     error
 	}{
-		{"1893456000000:u-0001", ErrMalformed},                // milliseconds: 13 digits
+		{"1893456000000:u-0001", ErrTooFarAhead},              // milliseconds: 13 digits
+		{"1893456000000000:u-0001", ErrTooFarAhead},           // microseconds
+		{"1893456000000000000:u-0001", ErrTooFarAhead},        // nanoseconds: 19 digits
+		{"9223372036854775807:u-0001", ErrTooFarAhead},        // the largest int64
+		{"9223372036854775808:u-0001", ErrMalformed},          // beyond int64
+		{"18934560000000000000:u-0001", ErrMalformed},         // 20 digits
 		{"99999999999:u-0001", ErrTooFarAhead},                // seconds, year 5138
 		{strconv.FormatInt(n+86400, 10) + ":u-0001", nil},     // valid at the 24 h cap
 		{strconv.FormatInt(n+86400+299, 10) + ":u-0001", nil}, // within the clock skew
@@ -95,6 +100,11 @@ func TestC13TimestampForms(t *testing.T) {
 		if !errors.Is(err, c.want) || (c.want == nil && err != nil) {
 			t.Errorf("Lookup(%q) = %v, want %v", c.username, err, c.want)
 		}
+	}
+	// The metric label operators see: a millisecond timestamp (Date.now() in JavaScript
+	// where seconds belong) is "too_far_ahead", as the README says, not "malformed".
+	if _, err := a.Lookup(strconv.FormatInt(t0.UnixMilli()+3600_000, 10) + ":u-0001"); Reason(err) != ReasonTooFarAhead {
+		t.Errorf("a millisecond expiry is counted as %q", Reason(err))
 	}
 }
 

@@ -5,26 +5,11 @@ package config
 
 import (
 	"bytes"
-	"crypto/tls"
 	_ "embed"
-	"encoding/hex"
-	"errors"
-	"fmt"
-	"math"
-	"net"
 	"net/netip"
-	"net/url"
-	"os"
-	"reflect"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
-	"unicode"
 
-	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -54,82 +39,9 @@ type RuntimeSection struct {
 	// GOGC is the GC target percentage (Go's GOGC); 0 means the GOGC environment variable
 	// when set, else Ferry's default of 50 (cmd/ferry). Lower trades CPU for memory.
 	GOGC int `mapstructure:"gogc" yaml:"gogc"`
-	// MemoryLimit is a soft memory limit for the Go runtime (Go's GOMEMLIMIT), e.g. "1GiB";
-	// "" keeps the environment's or none.
-	MemoryLimit string `mapstructure:"memory_limit" yaml:"memory_limit"`
-}
-
-// MemoryLimitBytes parses runtime.memory_limit ("512MiB", "2GiB", "1000000"), or returns -1
-// for "".
-func (r RuntimeSection) MemoryLimitBytes() (int64, error) {
-	if s := strings.TrimSpace(r.MemoryLimit); s == "" || s == "0" {
-		return -1, nil
-	}
-	n, err := parseSize("runtime.memory_limit", r.MemoryLimit)
-	if err == nil && n < minMemoryLimit {
-		hint := ""
-		if _, bare := strconv.Atoi(strings.TrimSpace(r.MemoryLimit)); bare == nil {
-			hint = fmt.Sprintf(" (a bare number is bytes: did you mean %sMiB?)", strings.TrimSpace(r.MemoryLimit))
-		}
-		return 0, fmt.Errorf("runtime.memory_limit: %q is less than 64MiB%s", r.MemoryLimit, hint)
-	}
-	return n, err
-}
-
-// minMemoryLimit is the smallest runtime.memory_limit taken: below it the collector would run
-// without pause (a bare "512" is bytes, not megabytes).
-const minMemoryLimit = 64 << 20
-
-// parseSize parses a byte size: a positive integer with an optional B, KiB, MiB, GiB or TiB
-// suffix ("512MiB", "4MiB", "1000000"). key names the setting in the error.
-func parseSize(key, in string) (int64, error) {
-	s := strings.TrimSpace(in)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}} {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = v, u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%s: %q is not a size like 512MiB or 2GiB", key, in)
-	}
-	return n * mult, nil
-}
-
-// maxSocketBuffer bounds turn.socket_buffer and relay.socket_buffer (the kernel takes an int
-// and doubles it).
-const maxSocketBuffer = 1 << 30
-
-// socketBuffer parses a socket buffer size; "" or "0" mean the kernel default (0).
-func socketBuffer(key, in string) (int, error) {
-	if s := strings.TrimSpace(in); s == "" || s == "0" {
-		return 0, nil
-	}
-	n, err := parseSize(key, in)
-	if err != nil {
-		return 0, err
-	}
-	if n > maxSocketBuffer {
-		return 0, fmt.Errorf("%s: %q is more than 1GiB", key, in)
-	}
-	return int(n), nil
-}
-
-// SocketBufferBytes parses turn.socket_buffer: bytes for each listener socket's receive and
-// send buffer, 0 for the kernel default.
-func (t TURNSection) SocketBufferBytes() (int, error) {
-	return socketBuffer("turn.socket_buffer", t.SocketBuffer)
-}
-
-// SocketBufferBytes parses relay.socket_buffer: bytes for each UDP relay socket's receive
-// and send buffer, 0 for the kernel default.
-func (r RelaySection) SocketBufferBytes() (int, error) {
-	return socketBuffer("relay.socket_buffer", r.SocketBuffer)
+	// MemoryLimit is a soft memory limit for the Go runtime (Go's GOMEMLIMIT), e.g. 1GiB, at
+	// least 64MiB; 0 ("") keeps the environment's or none.
+	MemoryLimit Size `mapstructure:"memory_limit" yaml:"memory_limit"`
 }
 
 // AdminSection configures the admin listener: /metrics, /healthz, /readyz, /debug/pprof.
@@ -149,17 +61,17 @@ type AllocLogSection struct {
 
 // HTTPSection configures the signaling HTTP listener (ICE servers, health).
 type HTTPSection struct {
-	Listen            string        `mapstructure:"listen" yaml:"listen"` // "" disables
-	TLSCertFile       string        `mapstructure:"tls_cert_file" yaml:"tls_cert_file"`
-	TLSKeyFile        string        `mapstructure:"tls_key_file" yaml:"tls_key_file"`
-	TrustedProxies    []string      `mapstructure:"trusted_proxies" yaml:"trusted_proxies"`
-	AllowedOrigins    []string      `mapstructure:"allowed_origins" yaml:"allowed_origins"`
-	MaxBodyBytes      int64         `mapstructure:"max_body_bytes" yaml:"max_body_bytes"`
-	MaxHeaderBytes    int           `mapstructure:"max_header_bytes" yaml:"max_header_bytes"`
-	ReadHeaderTimeout time.Duration `mapstructure:"read_header_timeout" yaml:"read_header_timeout"`
-	ReadTimeout       time.Duration `mapstructure:"read_timeout" yaml:"read_timeout"`
-	WriteTimeout      time.Duration `mapstructure:"write_timeout" yaml:"write_timeout"`
-	IdleTimeout       time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
+	Listen            string         `mapstructure:"listen" yaml:"listen"` // "" disables
+	TLSCertFile       string         `mapstructure:"tls_cert_file" yaml:"tls_cert_file"`
+	TLSKeyFile        string         `mapstructure:"tls_key_file" yaml:"tls_key_file"`
+	TrustedProxies    []netip.Prefix `mapstructure:"trusted_proxies" yaml:"trusted_proxies"` // CIDRs; a bare address is one host
+	AllowedOrigins    []string       `mapstructure:"allowed_origins" yaml:"allowed_origins"`
+	MaxBodyBytes      int64          `mapstructure:"max_body_bytes" yaml:"max_body_bytes"`
+	MaxHeaderBytes    int            `mapstructure:"max_header_bytes" yaml:"max_header_bytes"`
+	ReadHeaderTimeout time.Duration  `mapstructure:"read_header_timeout" yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration  `mapstructure:"read_timeout" yaml:"read_timeout"`
+	WriteTimeout      time.Duration  `mapstructure:"write_timeout" yaml:"write_timeout"`
+	IdleTimeout       time.Duration  `mapstructure:"idle_timeout" yaml:"idle_timeout"`
 	// PublicURL is the base of consultation links, e.g. "https://consult.clinic.example";
 	// "" means http://<server.public_host or relay IP>:<http.listen port>.
 	PublicURL string `mapstructure:"public_url" yaml:"public_url"`
@@ -204,28 +116,42 @@ type TURNSection struct {
 	// UDPSockets is the number of SO_REUSEPORT sockets per UDP listen address; 0 means one
 	// per CPU (GOMAXPROCS), at most 64.
 	UDPSockets int `mapstructure:"udp_sockets" yaml:"udp_sockets"`
-	// SocketBuffer sizes each listener socket's receive and send buffer ("4MiB"); "" or "0"
+	// SocketBuffer sizes each listener socket's receive and send buffer, at most 1GiB; 0
 	// keeps the kernel default.
-	SocketBuffer string `mapstructure:"socket_buffer" yaml:"socket_buffer"`
+	SocketBuffer Size `mapstructure:"socket_buffer" yaml:"socket_buffer"`
+	// NonceLifetime is how long a NONCE stays valid; then requests get 438 Stale Nonce with
+	// a fresh one (RFC 8489 §9.2.4). 1 min to 24 h.
+	NonceLifetime time.Duration `mapstructure:"nonce_lifetime" yaml:"nonce_lifetime"`
 }
 
 // RelaySection configures relayed transport addresses and the peer policy.
 type RelaySection struct {
-	BindIP              string        `mapstructure:"bind_ip" yaml:"bind_ip"` // "auto" or an IPv4 address
-	BindIPv6            string        `mapstructure:"bind_ipv6" yaml:"bind_ipv6"`
-	AdvertisedIP        string        `mapstructure:"advertised_ip" yaml:"advertised_ip"`
-	AdvertisedIPv6      string        `mapstructure:"advertised_ipv6" yaml:"advertised_ipv6"`
-	PortMin             int           `mapstructure:"port_min" yaml:"port_min"`
-	PortMax             int           `mapstructure:"port_max" yaml:"port_max"`
-	AllowedPeers        []string      `mapstructure:"allowed_peers" yaml:"allowed_peers"`
-	DeniedPeers         []string      `mapstructure:"denied_peers" yaml:"denied_peers"`
-	TCPAllocations      bool          `mapstructure:"tcp_allocations" yaml:"tcp_allocations"`
-	StrictAddressFamily bool          `mapstructure:"strict_address_family" yaml:"strict_address_family"`
-	LegacyChannels      bool          `mapstructure:"legacy_channel_numbers" yaml:"legacy_channel_numbers"`
-	PacketMetrics       bool          `mapstructure:"packet_metrics" yaml:"packet_metrics"`
-	SocketBuffer        string        `mapstructure:"socket_buffer" yaml:"socket_buffer"`
-	UDPGSO              bool          `mapstructure:"udp_gso" yaml:"udp_gso"`
-	MaxAllocationAge    time.Duration `mapstructure:"max_allocation_age" yaml:"max_allocation_age"`
+	// BindIP is the IPv4 address relay sockets bind to, or Auto (this host's first global
+	// IPv4 address, chosen by main); IPv4-mapped forms are unmapped. Unset: no IPv4 relaying.
+	BindIP AutoAddr `mapstructure:"bind_ip" yaml:"bind_ip"`
+	// BindIPv6 is the IPv6 relay address; the zero Addr turns IPv6 relaying off.
+	BindIPv6 netip.Addr `mapstructure:"bind_ipv6" yaml:"bind_ipv6"`
+	// AdvertisedIP and AdvertisedIPv6 are the public addresses behind 1:1 NAT that
+	// XOR-RELAYED-ADDRESS carries instead of the bind address; zero when not behind NAT.
+	AdvertisedIP   netip.Addr `mapstructure:"advertised_ip" yaml:"advertised_ip"`
+	AdvertisedIPv6 netip.Addr `mapstructure:"advertised_ipv6" yaml:"advertised_ipv6"`
+	PortMin        int        `mapstructure:"port_min" yaml:"port_min"`
+	PortMax        int        `mapstructure:"port_max" yaml:"port_max"`
+	// AllowedPeers are peer ranges the default policy would deny that peers may be in;
+	// DeniedPeers are always denied (and win). YAML takes CIDRs or bare addresses (one host).
+	AllowedPeers        []netip.Prefix `mapstructure:"allowed_peers" yaml:"allowed_peers"`
+	DeniedPeers         []netip.Prefix `mapstructure:"denied_peers" yaml:"denied_peers"`
+	TCPAllocations      bool           `mapstructure:"tcp_allocations" yaml:"tcp_allocations"`
+	StrictAddressFamily bool           `mapstructure:"strict_address_family" yaml:"strict_address_family"`
+	LegacyChannels      bool           `mapstructure:"legacy_channel_numbers" yaml:"legacy_channel_numbers"`
+	PacketMetrics       bool           `mapstructure:"packet_metrics" yaml:"packet_metrics"`
+	// SocketBuffer sizes each UDP relay socket's receive and send buffer, at most 1GiB; 0
+	// keeps the kernel default.
+	SocketBuffer     Size          `mapstructure:"socket_buffer" yaml:"socket_buffer"`
+	UDPGSO           bool          `mapstructure:"udp_gso" yaml:"udp_gso"`
+	MaxAllocationAge time.Duration `mapstructure:"max_allocation_age" yaml:"max_allocation_age"`
+	// MaxLifetime caps the LIFETIME a client may ask for (RFC 8656 §7.2); 600 s to 24 h.
+	MaxLifetime         time.Duration `mapstructure:"max_lifetime" yaml:"max_lifetime"`
 	MaxPermissions      int           `mapstructure:"max_permissions" yaml:"max_permissions"`
 	MaxConnectionsPerIP int           `mapstructure:"max_connections_per_ip" yaml:"max_connections_per_ip"`
 	MaxConnections      int           `mapstructure:"max_connections" yaml:"max_connections"`
@@ -258,7 +184,8 @@ type Options struct {
 	Path string
 	// Flags are command-line flags bound to keys (see FlagKeys); only changed flags apply.
 	Flags *pflag.FlagSet
-	// Environ is the process environment (os.Environ()); FERRY_* variables override keys.
+	// Environ is the environment to read (os.Environ() in ferry); its FERRY_* variables
+	// override keys. Load reads no other environment.
 	Environ []string
 }
 
@@ -294,531 +221,6 @@ func AddFlags(fs *pflag.FlagSet) {
 	fs.String("relay-ip", "", "relay bind IPv4 address or auto (relay.bind_ip)")
 	fs.String("advertised-ip", "", "public IPv4 address behind 1:1 NAT (relay.advertised_ip)")
 	fs.StringSlice("allowed-peer", nil, "peer CIDR to allow (relay.allowed_peers)")
-}
-
-const envPrefix = "FERRY_"
-
-// Load reads the defaults, the file, the environment and the flags, resolves secret files and
-// validates. The error lists every problem found, one per line.
-func Load(opts Options) (*File, error) {
-	v := viper.New()
-	v.SetConfigType("yaml")
-	if err := v.ReadConfig(bytes.NewReader(defaultYAML)); err != nil {
-		return nil, fmt.Errorf("config: embedded default: %w", err)
-	}
-	defaultKeys := v.AllKeys()
-	var problems []error
-	if opts.Path != "" {
-		data, err := os.ReadFile(opts.Path)
-		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
-		}
-		if err := v.MergeConfig(bytes.NewReader(data)); err != nil {
-			return nil, fmt.Errorf("config: %s: %w", opts.Path, err)
-		}
-	}
-	known := knownKeys(v)
-	v.SetEnvPrefix(strings.TrimSuffix(envPrefix, "_"))
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AllowEmptyEnv(true)
-	v.AutomaticEnv()
-	for _, kv := range opts.Environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if !strings.HasPrefix(name, envPrefix) {
-			continue
-		}
-		key := strings.ToLower(strings.TrimPrefix(name, envPrefix))
-		emptyOK, ok := known[key]
-		switch _, value, _ := strings.Cut(kv, "="); {
-		case !ok:
-			problems = append(problems, fmt.Errorf("environment: %s is not a configuration key", name))
-		case value == "" && !emptyOK:
-			// A switch or a number has no empty value: the variable is a mistake.
-			problems = append(problems, fmt.Errorf("environment: %s is empty; give it a value or unset it", name))
-		}
-	}
-	if opts.Flags != nil {
-		for flag, key := range FlagKeys {
-			if f := opts.Flags.Lookup(flag); f != nil && f.Changed {
-				if err := v.BindPFlag(key, f); err != nil {
-					problems = append(problems, err)
-				}
-			}
-		}
-	}
-	var f File
-	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
-		durationNeedsUnit, strictScalars, mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(",")))
-	if err := v.UnmarshalExact(&f, hook); err != nil {
-		problems = append(problems, decodeProblems(err, defaultKeys)...)
-	}
-	problems = append(problems, f.resolveSecrets()...)
-	problems = append(problems, f.resolveRoomKeys()...)
-	problems = append(problems, f.validateRooms()...)
-	problems = append(problems, f.Validate()...)
-	if len(problems) > 0 {
-		return &f, joinProblems(problems)
-	}
-	return &f, nil
-}
-
-// knownKeys returns the underscore-joined keys (as in FERRY_ variables) of the defaults.
-// The value is true for keys that take an empty value: lists (emptied) and text (often ""
-// means "off"), not booleans or numbers.
-func knownKeys(v *viper.Viper) map[string]bool {
-	m := map[string]bool{}
-	for _, k := range v.AllKeys() {
-		switch v.Get(k).(type) {
-		case []any, string:
-			m[strings.ReplaceAll(k, ".", "_")] = true
-		default:
-			m[strings.ReplaceAll(k, ".", "_")] = false
-		}
-	}
-	return m
-}
-
-// strictScalars refuses what weak typing would bend: a fraction or an out-of-range number
-// into a whole number (udp_sockets: 2.7), a boolean into a number or text (socket_buffer:
-// true), and a fraction into text (socket_buffer: 4.0 would read as 4 bytes).
-func strictScalars(from, to reflect.Type, data any) (any, error) {
-	switch to.Kind() {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		if to == durationType {
-			return data, nil
-		}
-		switch v := data.(type) {
-		case float64:
-			if v != math.Trunc(v) || v >= math.MaxInt64 || v <= math.MinInt64 {
-				return nil, fmt.Errorf("%v is not a whole number in range", v)
-			}
-		case bool:
-			return nil, fmt.Errorf("%v is not a number", v)
-		case string:
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("%q is not a whole number", v)
-			}
-			return n, nil
-		}
-	case reflect.String:
-		switch from.Kind() {
-		case reflect.Bool, reflect.Float32, reflect.Float64:
-			return nil, fmt.Errorf("%v is not a value this setting takes", data)
-		}
-	}
-	return data, nil
-}
-
-var durationType = reflect.TypeOf(time.Duration(0))
-
-// durationNeedsUnit refuses a bare number for a duration: YAML "12" would otherwise mean
-// 12 nanoseconds.
-func durationNeedsUnit(from, to reflect.Type, data any) (any, error) {
-	if to != durationType {
-		return data, nil
-	}
-	switch from.Kind() {
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
-		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
-		reflect.Float32, reflect.Float64:
-		return nil, fmt.Errorf("%v is a duration without a unit; write e.g. 30s, 5m or 12h", data)
-	}
-	return data, nil
-}
-
-// suggest returns a known key close to an unknown one ("did you mean").
-func suggest(section, key string, known []string) string {
-	best, bestDist := "", 3
-	for _, k := range known {
-		sec, name, ok := strings.Cut(k, ".")
-		if !ok || (section != "" && sec != section) {
-			continue
-		}
-		if d := editDistance(key, name); d > 0 && d < bestDist {
-			best, bestDist = k, d
-		}
-	}
-	return best
-}
-
-// editDistance is the Levenshtein distance of two short strings.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
-}
-
-// decodeProblems splits mapstructure's combined error into one problem per line.
-func decodeProblems(err error, known []string) []error {
-	var out []error
-	for _, line := range strings.Split(err.Error(), "\n") {
-		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
-		if line == "" || strings.HasSuffix(line, "error(s) decoding:") || strings.HasPrefix(line, "decoding failed due to") {
-			continue
-		}
-		if section, keys, ok := strings.Cut(line, " has invalid keys: "); ok {
-			section = strings.Trim(section, "'")
-			for _, k := range strings.Split(keys, ", ") {
-				msg := "unknown top-level key " + k
-				if section != "" {
-					msg = "unknown key " + section + "." + k
-				}
-				if s := suggest(section, k, known); s != "" {
-					msg += " (did you mean " + s + "?)"
-				}
-				out = append(out, errors.New(msg))
-			}
-			continue
-		}
-		out = append(out, errors.New(line))
-	}
-	if len(out) == 0 {
-		out = append(out, err)
-	}
-	return out
-}
-
-// joinProblems makes one error whose message lists every problem on its own line.
-func joinProblems(problems []error) error {
-	lines := make([]string, len(problems))
-	for i, p := range problems {
-		lines[i] = "  - " + p.Error()
-	}
-	return fmt.Errorf("config: %d problem(s):\n%s", len(problems), strings.Join(lines, "\n"))
-}
-
-// resolveSecrets reads auth.secrets_file (one secret per line; blank lines and lines
-// starting with # are ignored).
-func (f *File) resolveSecrets() []error {
-	if f.Auth.SecretsFile == "" {
-		return nil
-	}
-	if len(f.Auth.Secrets) > 0 {
-		return []error{errors.New("auth: set secrets or secrets_file, not both")}
-	}
-	data, err := os.ReadFile(f.Auth.SecretsFile)
-	if err != nil {
-		return []error{fmt.Errorf("auth.secrets_file: %w", err)}
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		line = strings.TrimSpace(line)
-		if line != "" && !strings.HasPrefix(line, "#") {
-			f.Auth.Secrets = append(f.Auth.Secrets, line)
-		}
-	}
-	if len(f.Auth.Secrets) == 0 {
-		return []error{fmt.Errorf("auth.secrets_file: %s holds no secret", f.Auth.SecretsFile)}
-	}
-	return nil
-}
-
-// Validate checks every value and returns all problems.
-func (f *File) Validate() []error {
-	var p []error
-	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
-
-	if h := f.Server.PublicHost; h != "" && (strings.ContainsAny(h, "/?#@ :") && !isIPv6(h)) {
-		add("server.public_host: %q is not a host name or IP address", h)
-	}
-	if !slices.Contains([]string{"debug", "info", "warn", "error"}, f.Log.Level) {
-		add("log.level: %q is not debug, info, warn or error", f.Log.Level)
-	}
-	if !slices.Contains([]string{"text", "json"}, f.Log.Format) {
-		add("log.format: %q is not text or json", f.Log.Format)
-	}
-
-	if r := f.TURN.Realm; r == "" || len(r) > 763 || len([]rune(r)) > 127 || strings.IndexFunc(r, unicode.IsControl) >= 0 {
-		add("turn.realm: must be 1-127 printable characters, got %q", r)
-	}
-	for _, l := range []struct {
-		key  string
-		list []string
-	}{{"turn.udp_listen", f.TURN.UDPListen}, {"turn.tcp_listen", f.TURN.TCPListen}, {"turn.tls_listen", f.TURN.TLSListen}} {
-		for _, a := range l.list {
-			if err := checkListen(a); err != nil {
-				add("%s: %q: %v", l.key, a, err)
-			}
-		}
-	}
-	if len(f.TURN.UDPListen)+len(f.TURN.TCPListen)+len(f.TURN.TLSListen) == 0 {
-		add("turn: no listeners: set udp_listen, tcp_listen or tls_listen")
-	}
-	if n := f.TURN.UDPSockets; n < 0 || n > 64 {
-		add("turn.udp_sockets: %d is not 0 (one per CPU) to 64", n)
-	}
-	if _, err := f.TURN.SocketBufferBytes(); err != nil {
-		p = append(p, err)
-	}
-	if _, err := f.Relay.SocketBufferBytes(); err != nil {
-		p = append(p, err)
-	}
-	if len(f.TURN.TLSListen) > 0 && (f.TURN.TLSCertFile == "" || f.TURN.TLSKeyFile == "") {
-		add("turn.tls_listen needs turn.tls_cert_file and turn.tls_key_file")
-	}
-	p = append(p, checkKeyPair("turn", f.TURN.TLSCertFile, f.TURN.TLSKeyFile)...)
-	seen := map[string]string{}
-	for _, l := range []struct {
-		key, network string
-		list         []string
-	}{{"turn.udp_listen", "udp", f.TURN.UDPListen}, {"turn.tcp_listen", "tcp", f.TURN.TCPListen},
-		{"turn.tls_listen", "tcp", f.TURN.TLSListen}, {"http.listen", "tcp", []string{f.HTTP.Listen}},
-		{"admin.listen", "tcp", []string{f.Admin.Listen}}} {
-		for _, a := range l.list {
-			if a == "" || strings.HasSuffix(a, ":0") {
-				continue
-			}
-			k := l.network + " " + a
-			if other, dup := seen[k]; dup && (l.key != "http.listen" || other != "turn.tls_listen") {
-				add("%s: %q is also in %s", l.key, a, other) // (HTTPS may share a TURN TLS port)
-			}
-			seen[k] = l.key
-		}
-	}
-
-	checkIP := func(key, s string, v6 bool, allowAuto bool) {
-		if s == "" || (allowAuto && s == "auto") {
-			return
-		}
-		ip, err := netip.ParseAddr(s)
-		switch {
-		case err != nil:
-			add("%s: %q is not an IP address", key, s)
-		case v6 && !ip.Is6():
-			add("%s: %q is not an IPv6 address", key, s)
-		case !v6 && !ip.Unmap().Is4():
-			add("%s: %q is not an IPv4 address", key, s)
-		case ip.IsUnspecified() || ip.IsMulticast():
-			add("%s: %q cannot be a relayed address", key, s)
-		}
-	}
-	checkIP("relay.bind_ip", f.Relay.BindIP, false, true)
-	checkIP("relay.bind_ipv6", f.Relay.BindIPv6, true, false)
-	checkIP("relay.advertised_ip", f.Relay.AdvertisedIP, false, false)
-	checkIP("relay.advertised_ipv6", f.Relay.AdvertisedIPv6, true, false)
-	if f.Relay.BindIP == "" && f.Relay.BindIPv6 == "" {
-		add("relay: bind_ip and bind_ipv6 are both empty: nothing to relay from")
-	}
-	if f.Relay.AdvertisedIPv6 != "" && f.Relay.BindIPv6 == "" {
-		add("relay.advertised_ipv6 needs relay.bind_ipv6")
-	}
-	if f.Relay.PortMin < 1024 || f.Relay.PortMax > 65535 || f.Relay.PortMin > f.Relay.PortMax {
-		add("relay: port range %d-%d must lie within 1024-65535 with port_min <= port_max", f.Relay.PortMin, f.Relay.PortMax)
-	}
-	for _, l := range []struct {
-		key  string
-		list []string
-	}{{"relay.allowed_peers", f.Relay.AllowedPeers}, {"relay.denied_peers", f.Relay.DeniedPeers}} {
-		for _, s := range l.list {
-			if _, err := ParseCIDR(s); err != nil {
-				add("%s: %q is not a CIDR or IP address", l.key, s)
-			}
-		}
-	}
-	if f.Relay.MaxAllocationAge <= 0 {
-		add("relay.max_allocation_age: must be positive, got %s", f.Relay.MaxAllocationAge)
-	}
-	if f.Relay.MaxAllocations < 0 || f.Relay.MaxAllocationsUser < 0 {
-		add("relay: allocation caps cannot be negative")
-	}
-	if f.Relay.MaxPermissions < 1 || f.Relay.MaxPermissions > 4096 {
-		add("relay.max_permissions: must be 1-4096, got %d", f.Relay.MaxPermissions)
-	}
-	if f.Relay.MaxConnectionsPerIP < 1 || f.Relay.MaxConnections < 1 {
-		add("relay: max_connections_per_ip and max_connections must be positive")
-	}
-	if f.Relay.UnauthBurst < 0 {
-		add("relay.unauth_burst: cannot be negative")
-	}
-
-	if f.Auth.MaxTTL <= 0 || f.Auth.MaxTTL > 7*24*time.Hour {
-		add("auth.max_ttl: must be in (0, 168h], got %s", f.Auth.MaxTTL)
-	}
-	if f.Auth.DefaultTTL <= 0 || f.Auth.DefaultTTL > f.Auth.MaxTTL {
-		add("auth.default_ttl: must be positive and at most auth.max_ttl (%s), got %s", f.Auth.MaxTTL, f.Auth.DefaultTTL)
-	}
-	if f.Auth.ClockSkew < 0 || f.Auth.ClockSkew > time.Hour {
-		add("auth.clock_skew: must be in [0, 1h], got %s", f.Auth.ClockSkew)
-	}
-	for i, s := range f.Auth.Secrets {
-		if len(s) < 16 {
-			add("auth.secrets[%d]: shorter than 16 characters", i)
-		}
-	}
-	names := map[string]bool{}
-	for i, u := range f.Auth.StaticUsers {
-		if u.Name == "" || u.Password == "" {
-			add("auth.static_users[%d]: name and password are required", i)
-		}
-		if names[u.Name] {
-			add("auth.static_users[%d]: duplicate name", i)
-		}
-		if strings.Contains(u.Name, ":") {
-			add("auth.static_users[%d]: a static name cannot contain ':' (reserved for REST usernames)", i)
-		}
-		if strings.IndexFunc(u.Name, unicode.IsControl) >= 0 {
-			add("auth.static_users[%d]: the name contains a control character", i)
-		}
-		names[u.Name] = true
-	}
-	p = append(p, f.validateHTTP()...)
-	if f.Runtime.GOGC < 0 {
-		add("runtime.gogc: must be positive (or 0 for the default), got %d", f.Runtime.GOGC)
-	}
-	if _, err := f.Runtime.MemoryLimitBytes(); err != nil {
-		p = append(p, err)
-	}
-	if a := f.Admin.Listen; a != "" {
-		if err := checkListen(a); err != nil {
-			add("admin.listen: %q: %v", a, err)
-		} else if a == f.HTTP.Listen && !strings.HasSuffix(a, ":0") {
-			add("admin.listen: must differ from http.listen: metrics never go on the public listener")
-		}
-	}
-	if a := f.AllocLog; a.Enabled {
-		switch {
-		case a.Retention <= 0:
-			add("alloclog.retention: must be positive, got %s", a.Retention)
-		case a.Retention > 48*time.Hour && !a.AllowRetentionOver48h:
-			add("alloclog.retention: %s is longer than the 48h promised to patients; set alloclog.allow_retention_over_48h: true to keep records longer", a.Retention)
-		}
-		if a.PurgeInterval <= 0 || a.PurgeInterval > a.Retention {
-			add("alloclog.purge_interval: must be positive and at most the retention, got %s", a.PurgeInterval)
-		}
-		if a.QueueLength <= 0 {
-			add("alloclog.queue_length: must be positive")
-		}
-	}
-	return p
-}
-
-func (f *File) validateHTTP() []error {
-	var p []error
-	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
-	h := f.HTTP
-	if h.Listen != "" {
-		if err := checkListen(h.Listen); err != nil {
-			add("http.listen: %q: %v", h.Listen, err)
-		}
-	}
-	if (h.TLSCertFile == "") != (h.TLSKeyFile == "") {
-		add("http: set both tls_cert_file and tls_key_file, or neither")
-	}
-	p = append(p, checkKeyPair("http", h.TLSCertFile, h.TLSKeyFile)...)
-	for _, s := range h.TrustedProxies {
-		if _, err := ParseCIDR(s); err != nil {
-			add("http.trusted_proxies: %q is not a CIDR or IP address", s)
-		}
-	}
-	for _, o := range h.AllowedOrigins {
-		if !validOrigin(o) {
-			add("http.allowed_origins: %q is not an origin like https://app.example.org (no wildcard, no path)", o)
-		}
-	}
-	if h.MaxBodyBytes <= 0 || h.MaxHeaderBytes <= 0 {
-		add("http: max_body_bytes and max_header_bytes must be positive")
-	}
-	for _, d := range []struct {
-		key string
-		v   time.Duration
-	}{{"read_header_timeout", h.ReadHeaderTimeout}, {"read_timeout", h.ReadTimeout}, {"write_timeout", h.WriteTimeout}, {"idle_timeout", h.IdleTimeout}} {
-		if d.v <= 0 {
-			add("http.%s: must be positive, got %s", d.key, d.v)
-		}
-	}
-	names := map[string]bool{}
-	for i, k := range f.API.Keys {
-		switch {
-		case k.Name == "":
-			add("api.keys[%d]: name is required", i)
-		case names[k.Name]:
-			add("api.keys[%d]: duplicate name %q", i, k.Name)
-		}
-		names[k.Name] = true
-		if b, err := hex.DecodeString(k.SHA256); err != nil || len(b) != 32 {
-			add("api.keys[%d]: sha256 must be 64 hex digits (see ferry apikey new)", i)
-		}
-	}
-	if f.API.Burst <= 0 && f.API.Rate >= 0 {
-		add("api.burst: must be positive")
-	}
-	return p
-}
-
-// validOrigin accepts a serialized origin: scheme://host[:port], no path, no wildcard.
-func validOrigin(o string) bool {
-	u, err := url.Parse(o)
-	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != "" &&
-		u.Path == "" && u.RawQuery == "" && u.User == nil && !strings.Contains(o, "*")
-}
-
-// checkKeyPair loads a PEM certificate and key to find a missing file, a bad PEM or a key
-// that does not match, at start-up rather than at the first handshake.
-func checkKeyPair(section, cert, key string) []error {
-	if cert == "" || key == "" {
-		return nil
-	}
-	var p []error
-	for _, file := range []struct{ key, path string }{{section + ".tls_cert_file", cert}, {section + ".tls_key_file", key}} {
-		if _, err := os.Stat(file.path); err != nil {
-			p = append(p, fmt.Errorf("%s: %w", file.key, err))
-		}
-	}
-	if len(p) > 0 {
-		return p
-	}
-	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
-		p = append(p, fmt.Errorf("%s.tls_cert_file and tls_key_file: %w", section, err))
-	}
-	return p
-}
-
-func isIPv6(s string) bool {
-	a, err := netip.ParseAddr(s)
-	return err == nil && a.Is6()
-}
-
-func checkListen(a string) error {
-	host, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return err
-	}
-	if host != "" {
-		if _, err := netip.ParseAddr(host); err != nil {
-			return errors.New("host must be an IP address")
-		}
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 0 || n > 65535 {
-		return errors.New("port must be 0-65535")
-	}
-	return nil
-}
-
-// ParseCIDR parses a CIDR or a bare address (a single host).
-func ParseCIDR(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p, nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, err
-	}
-	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // Redacted returns the configuration as YAML with every secret and password replaced.

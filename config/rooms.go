@@ -1,8 +1,6 @@
 package config
 
 import (
-	"errors"
-	"fmt"
 	"net/url"
 	"os"
 	"strings"
@@ -42,21 +40,12 @@ type RoomPage struct {
 	// Enabled serves the page (and its assets under /assets/) on the signaling listener.
 	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
 	// MaxFileSize is the largest file participants may send each other over the page's data
-	// channel ("100MiB"); the page refuses larger ones before sending a byte.
-	MaxFileSize string `mapstructure:"max_file_size" yaml:"max_file_size"`
+	// channel ("100MiB", at most 4GiB); the page refuses larger ones before sending a byte.
+	MaxFileSize Size `mapstructure:"max_file_size" yaml:"max_file_size"`
 }
 
 // maxFileSizeCap bounds rooms.page.max_file_size: browsers keep a received file as a Blob.
-const maxFileSizeCap = 4 << 30
-
-// MaxFileBytes parses rooms.page.max_file_size: bytes, at most 4GiB.
-func (p RoomPage) MaxFileBytes() (int64, error) {
-	n, err := parseSize("rooms.page.max_file_size", p.MaxFileSize)
-	if err == nil && n > maxFileSizeCap {
-		err = fmt.Errorf("rooms.page.max_file_size: %q is more than 4GiB", p.MaxFileSize)
-	}
-	return n, err
-}
+const maxFileSizeCap = 4 * GiB
 
 // RoomLimits bound rooms and their connections.
 type RoomLimits struct {
@@ -75,17 +64,19 @@ const minRoomKeyLen = 32
 
 // resolveRoomKeys reads rooms.signing_keys_file (one key per line; blank lines and lines
 // starting with # are ignored).
-func (f *File) resolveRoomKeys() []error {
+func (f *File) resolveRoomKeys(p *problems) {
 	r := &f.Rooms
 	if r.SigningKeysFile == "" {
-		return nil
+		return
 	}
 	if len(r.SigningKeys) > 0 {
-		return []error{errors.New("rooms: set signing_keys or signing_keys_file, not both")}
+		p.add("rooms.signing_keys_file", "set rooms.signing_keys or rooms.signing_keys_file, not both")
+		return
 	}
 	data, err := os.ReadFile(r.SigningKeysFile)
 	if err != nil {
-		return []error{fmt.Errorf("rooms.signing_keys_file: %w", err)}
+		p.add("rooms.signing_keys_file", "%v", err)
+		return
 	}
 	for _, line := range strings.Split(string(data), "\n") {
 		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
@@ -93,26 +84,23 @@ func (f *File) resolveRoomKeys() []error {
 		}
 	}
 	if len(r.SigningKeys) == 0 {
-		return []error{fmt.Errorf("rooms.signing_keys_file: %s holds no key", r.SigningKeysFile)}
+		p.add("rooms.signing_keys_file", "%s holds no key", r.SigningKeysFile)
 	}
-	return nil
 }
 
-// validateRooms checks the rooms section and http.public_url, and returns every problem.
-func (f *File) validateRooms() []error {
-	var p []error
-	add := func(format string, args ...any) { p = append(p, fmt.Errorf(format, args...)) }
+// validateRooms checks the rooms section and http.public_url.
+func (f *File) validateRooms(p *problems) {
 	r := f.Rooms
 	if u := f.HTTP.PublicURL; u != "" {
 		pu, err := url.Parse(u)
 		if err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" || pu.RawQuery != "" ||
 			pu.Fragment != "" || pu.User != nil {
-			add("http.public_url: %q is not a URL like https://consult.clinic.example", u)
+			p.add("http.public_url", "%q is not a URL like https://consult.clinic.example", u)
 		}
 	}
 	for i, k := range r.SigningKeys {
 		if len(k) < minRoomKeyLen {
-			add("rooms.signing_keys[%d]: shorter than %d characters", i, minRoomKeyLen)
+			p.add("rooms.signing_keys", "key %d is shorter than %d characters", i+1, minRoomKeyLen)
 		}
 	}
 	positive := []struct {
@@ -123,23 +111,23 @@ func (f *File) validateRooms() []error {
 		{"idle_timeout", r.IdleTimeout}, {"ping_interval", r.PingInterval}}
 	for _, d := range positive {
 		if d.v <= 0 {
-			add("rooms.%s: must be positive, got %s", d.key, d.v)
+			p.add("rooms."+d.key, "must be positive, got %s", d.v)
 		}
 	}
 	if r.DefaultTTL > r.MaxTTL {
-		add("rooms.default_ttl: %s is longer than rooms.max_ttl (%s)", r.DefaultTTL, r.MaxTTL)
+		p.addFor("rooms.default_ttl", []string{"rooms.max_ttl"}, "%s is longer than rooms.max_ttl (%s)", r.DefaultTTL, r.MaxTTL)
 	}
 	if r.MaxTTL > 31*24*time.Hour {
-		add("rooms.max_ttl: at most 744h (31 days), got %s", r.MaxTTL)
+		p.add("rooms.max_ttl", "at most 744h (31 days), got %s", r.MaxTTL)
 	}
 	if r.CredentialTTL > f.Auth.MaxTTL {
-		add("rooms.credential_ttl: %s is longer than auth.max_ttl (%s)", r.CredentialTTL, f.Auth.MaxTTL)
+		p.addFor("rooms.credential_ttl", []string{"auth.max_ttl"}, "%s is longer than auth.max_ttl (%s)", r.CredentialTTL, f.Auth.MaxTTL)
 	}
 	if r.CredentialRefresh >= r.CredentialTTL {
-		add("rooms.credential_refresh: %s must be shorter than rooms.credential_ttl (%s): the push comes that long before expiry", r.CredentialRefresh, r.CredentialTTL)
+		p.addFor("rooms.credential_refresh", []string{"rooms.credential_ttl"}, "%s must be shorter than rooms.credential_ttl (%s): the push comes that long before expiry", r.CredentialRefresh, r.CredentialTTL)
 	}
 	if r.PingInterval > r.IdleTimeout {
-		add("rooms.ping_interval: %s is longer than rooms.idle_timeout (%s)", r.PingInterval, r.IdleTimeout)
+		p.addFor("rooms.ping_interval", []string{"rooms.idle_timeout"}, "%s is longer than rooms.idle_timeout (%s)", r.PingInterval, r.IdleTimeout)
 	}
 	l := r.Limits
 	for _, n := range []struct {
@@ -150,17 +138,16 @@ func (f *File) validateRooms() []error {
 		{"rooms", int64(l.Rooms), 1}, {"connections_per_ip", int64(l.ConnectionsPerIP), 1},
 		{"message_bytes", l.MessageBytes, 4096}, {"message_burst", int64(l.MessageBurst), 1}} {
 		if n.v < n.min {
-			add("rooms.limits.%s: must be at least %d, got %d", n.key, n.min, n.v)
+			p.add("rooms.limits."+n.key, "must be at least %d, got %d", n.min, n.v)
 		}
 	}
 	if l.MessageRate <= 0 {
-		add("rooms.limits.message_rate: must be positive, got %v", l.MessageRate)
+		p.add("rooms.limits.message_rate", "must be positive, got %v", l.MessageRate)
 	}
-	if _, err := r.Page.MaxFileBytes(); err != nil {
-		p = append(p, err)
+	if s := r.Page.MaxFileSize; s <= 0 || s > maxFileSizeCap {
+		p.add("rooms.page.max_file_size", "must be 1 byte to 4GiB, got %s", s)
 	}
 	if l.MessageBytes > 1<<20 {
-		add("rooms.limits.message_bytes: at most 1048576, got %d", l.MessageBytes)
+		p.add("rooms.limits.message_bytes", "at most 1048576, got %d", l.MessageBytes)
 	}
-	return p
 }

@@ -22,8 +22,8 @@ func TestRoomsDefaultsAndOverlay(t *testing.T) {
 	if err := os.WriteFile(keys, []byte("# new first\nnew-room-key-0123456789abcdefghijklmn\nold-room-key-0123456789abcdefghijklmn\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := r.Page.MaxFileBytes(); !r.Page.Enabled || n != 100<<20 || err != nil {
-		t.Fatalf("page defaults: %+v %d %v", r.Page, n, err)
+	if !r.Page.Enabled || r.Page.MaxFileSize != 100*MiB {
+		t.Fatalf("page defaults: %+v", r.Page)
 	}
 	t.Setenv("FERRY_ROOMS_PAGE_MAX_FILE_SIZE", "2GiB")
 	t.Setenv("FERRY_ROOMS_LIMITS_WAITING", "9")
@@ -35,7 +35,7 @@ func TestRoomsDefaultsAndOverlay(t *testing.T) {
 		t.Fatal(err)
 	}
 	if f.Rooms.Limits.Waiting != 9 || f.Rooms.WaitingRoom || len(f.Rooms.SigningKeys) != 2 ||
-		f.HTTP.PublicURL != "https://consult.clinic.example" || f.Rooms.Page.MaxFileSize != "2GiB" {
+		f.HTTP.PublicURL != "https://consult.clinic.example" || f.Rooms.Page.MaxFileSize != 2*GiB {
 		t.Fatalf("overlay lost: %+v %q", f.Rooms, f.HTTP.PublicURL)
 	}
 	out, _ := f.Redacted()
@@ -69,7 +69,7 @@ rooms:
 	if err == nil {
 		t.Fatal("a broken rooms section loaded")
 	}
-	for _, want := range []string{"http.public_url", "rooms.signing_keys[0]", "rooms.reconnect_grace",
+	for _, want := range []string{"http.public_url", "rooms.signing_keys: key 1", "rooms.reconnect_grace",
 		"rooms.default_ttl", "rooms.credential_ttl", "rooms.credential_refresh", "rooms.ping_interval",
 		"rooms.limits.participants", "rooms.limits.waiting", "rooms.limits.message_bytes",
 		"rooms.limits.message_rate", "unknown key rooms.limits.colour", "rooms.page.max_file_size"} {

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // C22: unauthenticated answers are small, carry no SOFTWARE or RFC 5780 attributes, and are
@@ -87,14 +86,14 @@ func TestC22Amplification(t *testing.T) {
 		t.Fatalf("answered %d, want about %d", n, want)
 	}
 	max := want + 2
-	if got := testutil.ToFloat64(env.srv.m.dropped.WithLabelValues(dropRateLimited)); got < float64(2000-max) {
+	if got := env.metric(t, "ferry_turn_dropped_packets_total", "reason", "rate_limited"); got < float64(2000-max) {
 		t.Fatalf("rate-limited drops counted: %v", got)
 	}
 	other := dialClient(t, "udp", env.udp, "127.0.0.10:0")
 	if r, err := other.transact(mustBuild(t, stun.TransactionID, stun.BindingRequest)); err != nil || r.Type != stun.BindingSuccess {
 		t.Fatalf("another source was throttled: %v %v", r, err)
 	}
-	if got := testutil.ToFloat64(env.srv.m.requests.WithLabelValues("allocate", "401")); got < float64(DefaultUnauthBurst) {
+	if got := env.metric(t, "ferry_turn_requests_total", "method", "allocate", "result", "401"); got < float64(DefaultUnauthBurst) {
 		t.Fatalf("401s counted: %v", got)
 	}
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/pion/stun/v4"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // C12: a nonce the server never issued gets 438 with a fresh NONCE and REALM, the retry
@@ -58,7 +57,7 @@ func TestC12StaleNonceAndRealm(t *testing.T) {
 					t.Fatalf("401 must carry the server realm, got %q", realm.String())
 				}
 			}
-			if got := testutil.ToFloat64(env.srv.m.authFailures.WithLabelValues(auth.ReasonWrongRealm)); got != 3 {
+			if got := env.metric(t, "ferry_turn_auth_failures_total", "reason", auth.ReasonWrongRealm); got != 3 {
 				t.Fatalf("wrong_realm failures: %v, want 3", got)
 			}
 		})
@@ -75,7 +74,7 @@ func TestC13TimestampFormsOnTheWire(t *testing.T) {
 		ok       bool
 		reason   string
 	}{
-		{"1893456000000:u-0001", false, auth.ReasonMalformed},
+		{"1893456000000:u-0001", false, auth.ReasonTooFarAhead}, // milliseconds: an expiry 50,000 years ahead
 		{"99999999999:u-0001", false, auth.ReasonTooFarAhead},
 		{strconv.FormatInt(now+86400, 10) + ":u-0001", true, ""},
 		{strconv.FormatInt(now-1, 10) + ":u-0001", false, auth.ReasonExpired},
@@ -86,13 +85,13 @@ func TestC13TimestampFormsOnTheWire(t *testing.T) {
 	}
 	for _, tc := range cases {
 		c := env.dial(t, "udp")
-		before := testutil.ToFloat64(env.srv.m.authFailures.WithLabelValues(orNone(tc.reason)))
+		before := env.metric(t, "ferry_turn_auth_failures_total", "reason", orNone(tc.reason))
 		code, _ := c.allocate(tc.username, auth.RESTPassword(testSecret, tc.username))
 		if tc.ok != (code == 0) || (!tc.ok && code != 401) {
 			t.Errorf("%q: code %d", tc.username, code)
 		}
 		if !tc.ok {
-			if got := testutil.ToFloat64(env.srv.m.authFailures.WithLabelValues(tc.reason)) - before; got < 1 {
+			if got := env.metric(t, "ferry_turn_auth_failures_total", "reason", tc.reason) - before; got < 1 {
 				t.Errorf("%q: reason %s not counted", tc.username, tc.reason)
 			}
 		}
@@ -138,7 +137,7 @@ func TestC14UserIDsWithColons(t *testing.T) {
 	if code, _ := c.allocate(cred.Username, cred.Password); code != 0 {
 		t.Fatalf("allocation for b: %d", code)
 	}
-	if got := testutil.ToFloat64(env.srv.m.quota.WithLabelValues("user")); got != 1 {
+	if got := env.metric(t, "ferry_turn_quota_rejections_total", "kind", "user"); got != 1 {
 		t.Fatalf("user quota rejections: %v", got)
 	}
 }
@@ -256,7 +255,7 @@ func TestRotatedSecret(t *testing.T) {
 	if code, _ := c3.allocate(cred.Username, cred.Password); code != 401 {
 		t.Fatalf("credential from a removed secret: %d, want 401", code)
 	}
-	if got := testutil.ToFloat64(rotated.srv.m.authFailures.WithLabelValues(auth.ReasonBadIntegrity)); got != 1 {
+	if got := rotated.metric(t, "ferry_turn_auth_failures_total", "reason", auth.ReasonBadIntegrity); got != 1 {
 		t.Fatalf("bad_integrity failures: %v", got)
 	}
 }

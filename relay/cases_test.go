@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"github.com/pion/stun/v4"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 var transports = []string{"udp", "tcp", "tls"}
@@ -66,7 +66,7 @@ func TestC01LoopbackAndUnspecifiedPeers(t *testing.T) {
 			if n := echo.n.Load(); n != 0 {
 				t.Fatalf("the allowed half of a refused request was installed: peer got %d", n)
 			}
-			if n := testutil.ToFloat64(env.srv.m.permissions); n != 0 {
+			if n := env.metric(t, "ferry_turn_permissions_active"); n != 0 {
 				t.Fatalf("permissions installed: %v", n)
 			}
 			// The relay IP: ChannelBind and data to anything but a relayed transport address
@@ -137,10 +137,10 @@ func TestC04SpecialPurposePeers(t *testing.T) {
 			t.Errorf("ChannelBind %s: %d, want 403", s, code)
 		}
 	}
-	if got := testutil.ToFloat64(env.srv.m.dropped.WithLabelValues(dropWriteError)); got != 0 {
+	if got := env.metric(t, "ferry_turn_dropped_packets_total", "reason", "write_error"); got != 0 {
 		t.Fatalf("something was written towards a denied peer: %v write errors", got)
 	}
-	if got := testutil.ToFloat64(env.srv.m.peerDenials.WithLabelValues(DenyLinkLocal)); got < 6 {
+	if got := env.metric(t, "ferry_turn_peer_denials_total", "reason", "link_local"); got < 6 {
 		t.Fatalf("link-local denials counted: %v", got)
 	}
 }
@@ -185,7 +185,7 @@ func TestC06RelayToRelay(t *testing.T) {
 						t.Errorf("ChannelBind to relay IP port %d: %d, want 403", port, code)
 					}
 				}
-				if got := testutil.ToFloat64(env.srv.m.dropped.WithLabelValues(dropPeerPort)); got < 4 {
+				if got := env.metric(t, "ferry_turn_dropped_packets_total", "reason", "peer_port_denied"); got < 4 {
 					t.Errorf("dropped to own ports: %v, want 4", got)
 				}
 			})
@@ -229,7 +229,7 @@ func TestC07ChannelDataPaddingOverStreams(t *testing.T) {
 				}
 			}
 			r, err := c.recv(3 * time.Second)
-			if err != nil || !stun.IsMessage(r) || be16(r) != 0x0101 {
+			if err != nil || !stun.IsMessage(r) || wire.Be16(r) != 0x0101 {
 				t.Fatalf("Binding over the same write: %x %v", r, err)
 			}
 
@@ -254,7 +254,7 @@ func TestC07ChannelDataPaddingOverStreams(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if be16(f) != 0x4000 || int(be16(f[2:])) != n || len(f) != 4+n {
+				if wire.Be16(f) != 0x4000 || int(wire.Be16(f[2:])) != n || len(f) != 4+n {
 					t.Fatalf("frame %x, want channel 0x4000 length %d", f, n)
 				}
 			}
@@ -279,7 +279,7 @@ func TestC09ChannelDataLengthProbe(t *testing.T) {
 	if code, _ := c.do(stun.MethodChannelBind, chanNum(0x4000), peerAttr{ap: pc.LocalAddr().(*net.UDPAddr).AddrPort()}); code != 0 {
 		t.Fatalf("ChannelBind: %d", code)
 	}
-	before := testutil.ToFloat64(env.srv.m.dropped.WithLabelValues(dropMalformed))
+	before := env.metric(t, "ferry_turn_dropped_packets_total", "reason", "malformed")
 	for range 1000 {
 		c.send([]byte{0x40, 0x00, 0x8A, 0xB6, 0x78, 0x78, 0x78, 0x00}) // LENGTH 35510, 4 bytes
 		time.Sleep(time.Millisecond)
@@ -298,10 +298,10 @@ func TestC09ChannelDataLengthProbe(t *testing.T) {
 	if n, _, err := pc.ReadFromUDP(buf); err == nil {
 		t.Fatalf("peer got a second datagram %x", buf[:n])
 	}
-	if got := testutil.ToFloat64(env.srv.m.dropped.WithLabelValues(dropMalformed)) - before; got != 1002 {
+	if got := env.metric(t, "ferry_turn_dropped_packets_total", "reason", "malformed") - before; got != 1002 {
 		t.Errorf("malformed drops counted: %v, want 1002", got)
 	}
-	if got := testutil.ToFloat64(env.srv.m.dropped.WithLabelValues(dropNoChannel)); got != 1 {
+	if got := env.metric(t, "ferry_turn_dropped_packets_total", "reason", "no_channel"); got != 1 {
 		t.Errorf("unbound-channel drops counted: %v, want 1", got)
 	}
 	// Still serving: the peer's answer comes back.
@@ -346,7 +346,7 @@ func TestC18ChannelNumberRange(t *testing.T) {
 				w.Write(c.build(stun.MethodBinding).Raw)
 				c.send(w.Bytes())
 				r, err := c.recv(3 * time.Second)
-				if err != nil || be16(r) != 0x0101 {
+				if err != nil || wire.Be16(r) != 0x0101 {
 					t.Fatalf("Binding after a 0x5000 frame: %x %v", r, err)
 				}
 			}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
 )
@@ -27,7 +28,7 @@ func (f *frameTap) ReadFrom(p []byte) (int, net.Addr, error) {
 		switch {
 		case p[0]>>6 == 1:
 			f.kinds["channeldata"]++
-		case be16(p) == typeDataIndication:
+		case wire.Be16(p) == wire.TypeDataIndication:
 			f.kinds["data_indication"]++
 		}
 		f.mu.Unlock()
@@ -41,7 +42,7 @@ func (f *frameTap) WriteTo(p []byte, a net.Addr) (int, error) {
 		switch {
 		case p[0]>>6 == 1:
 			f.kinds["out_channeldata"]++
-		case be16(p) == typeSendIndication:
+		case wire.Be16(p) == wire.TypeSendIndication:
 			f.kinds["out_send_indication"]++
 		}
 		f.mu.Unlock()

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // dialFrom opens a TCP connection to addr from source IP src.
@@ -46,7 +45,7 @@ func TestSilentConnectionsCannotStarveTLS(t *testing.T) {
 	if !closedSoon(over, time.Second) {
 		t.Fatal("the 9th connection from one address was not refused")
 	}
-	if got := testutil.ToFloat64(env.srv.m.connsRefused.WithLabelValues(refusedPerIP)); got != 1 {
+	if got := env.metric(t, "ferry_turn_connections_refused_total", "reason", "per_ip"); got != 1 {
 		t.Fatalf("refusals counted: %v", got)
 	}
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.13")}}
@@ -100,6 +99,8 @@ expiry:
 	if code, _ := c.do(stun.MethodRefresh, lifetime(1)); code != 0 {
 		t.Fatalf("short refresh: %d", code)
 	}
+	env.clock.Add(DefaultAllocationLifetime + time.Second) // LIFETIME 1 gets the 600 s minimum
+	env.srv.Sweep()
 	waitFor(t, func() bool { return env.srv.AllocationCount() == 0 })
 	if !closedSoon(c.conn, 3*time.Second) {
 		t.Fatal("a connection whose allocation expired was kept open")
@@ -280,7 +281,12 @@ func TestTCPAllocations(t *testing.T) {
 // only the integrity check can refuse them) gets a bounded number of 401s, stays out of
 // pion's control queue, and leaves other clients able to allocate at once.
 func TestWrongPasswordFloodIsBounded(t *testing.T) {
-	env := newTestEnv(t, func(c *Config) { c.UnauthRate, c.UnauthBurst = 20, 40 })
+	env := newTestEnv(t, func(c *Config) {
+		c.UnauthRate, c.UnauthBurst = 20, 40
+		if _, err := SetSocketBuffers(c.UDP[0][0], 4<<20); err != nil { // the flood must reach Ferry
+			t.Fatal(err)
+		}
+	})
 	flooder := dialClient(t, "udp", env.udp, "127.0.0.5:0")
 	cred := env.cred(t, "u-flood", time.Hour)
 	if code, _ := flooder.allocate(cred.Username, "not the password"); code != 401 {
@@ -301,7 +307,7 @@ func TestWrongPasswordFloodIsBounded(t *testing.T) {
 	if answers > 40+2*20+10 {
 		t.Fatalf("%d answers to %d wrong-password Allocates", answers, n)
 	}
-	if d := testutil.ToFloat64(env.srv.m.dropped.WithLabelValues(dropRateLimited)); d < n/2 {
+	if d := env.metric(t, "ferry_turn_dropped_packets_total", "reason", "rate_limited"); d < n/2 {
 		t.Fatalf("%v dropped as rate limited", d)
 	}
 	legit := dialClient(t, "udp", env.udp, "127.0.0.6:0")

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/ferryrelay/ferry/auth"
+	"github.com/ferryrelay/ferry/internal/portmux"
+	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"github.com/pion/stun/v4"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -91,8 +93,7 @@ func newTestEnv(t testing.TB, mutate ...func(*Config)) *testEnv {
 	env.roots = roots
 	cfg := Config{
 		Realm:        testRealm,
-		TLS:          []net.Listener{tlsLn},
-		TLSConfig:    serverTLS,
+		TLS:          []net.Listener{tls.NewListener(tlsLn, portmux.TLSConfig(serverTLS, false))},
 		Auth:         a,
 		UDP:          [][]*net.UDPConn{{uc}},
 		TCP:          []net.Listener{tl},
@@ -118,11 +119,47 @@ func newTestEnv(t testing.TB, mutate ...func(*Config)) *testEnv {
 	env.srv = srv
 	env.udp = cfg.UDP[0][0].LocalAddr().(*net.UDPAddr)
 	env.tcp = tl.Addr().(*net.TCPAddr)
-	env.tls = tlsLn.Addr().(*net.TCPAddr)
+	env.tls = cfg.TLS[0].Addr().(*net.TCPAddr)
 	if len(cfg.UDP) > 1 {
 		env.udp6 = cfg.UDP[1][0].LocalAddr().(*net.UDPAddr)
 	}
 	return env
+}
+
+// metric returns the value of the metric name with the given label pairs ("reason",
+// "rate_limited", ...), 0 when it has no such series.
+func (e *testEnv) metric(t testing.TB, name string, labels ...string) float64 {
+	t.Helper()
+	families, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue series
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // withRelayIP puts relayed transport addresses on ip, apart from the listeners on 127.0.0.1,
@@ -373,17 +410,17 @@ func (c *stunClient) recv(timeout time.Duration) ([]byte, error) {
 		return buf[:n], nil
 	}
 	for {
-		kind, size, plen := nextFrame(c.rbuf, true)
+		kind, size, plen := wire.NextFrame(c.rbuf, true)
 		switch kind {
-		case frameSTUN:
+		case wire.FrameSTUN:
 			f := append([]byte(nil), c.rbuf[:size]...)
 			c.rbuf = c.rbuf[size:]
 			return f, nil
-		case frameChannelData:
-			f := append([]byte(nil), c.rbuf[:channelHdrLen+plen]...)
+		case wire.FrameChannelData:
+			f := append([]byte(nil), c.rbuf[:wire.ChannelHeaderLen+plen]...)
 			c.rbuf = c.rbuf[size:]
 			return f, nil
-		case frameInvalid:
+		case wire.FrameInvalid:
 			return nil, errors.New("invalid frame on stream")
 		}
 		buf := make([]byte, 65536)
@@ -530,18 +567,18 @@ type peerAttr struct {
 
 func (p peerAttr) AddTo(m *stun.Message) error {
 	var v []byte
-	port := p.ap.Port() ^ uint16(stunMagic>>16)
+	port := p.ap.Port() ^ uint16(wire.Magic>>16)
 	if p.ap.Addr().Is4() && !p.v6 {
 		v = make([]byte, 8)
 		v[1] = 1
 		a := p.ap.Addr().As4()
-		binary.BigEndian.PutUint32(v[4:], binary.BigEndian.Uint32(a[:])^stunMagic)
+		binary.BigEndian.PutUint32(v[4:], binary.BigEndian.Uint32(a[:])^wire.Magic)
 	} else {
 		v = make([]byte, 20)
 		v[1] = 2
 		a := p.ap.Addr().As16()
 		var key [16]byte
-		binary.BigEndian.PutUint32(key[:], stunMagic)
+		binary.BigEndian.PutUint32(key[:], wire.Magic)
 		copy(key[4:], m.TransactionID[:])
 		for i := range a {
 			v[4+i] = a[i] ^ key[i]
@@ -599,22 +636,22 @@ func (c *stunClient) expectData(num uint16, from netip.AddrPort, want []byte) {
 		if err != nil {
 			break
 		}
-		if num != 0 && len(b) >= 4 && be16(b) == num {
+		if num != 0 && len(b) >= 4 && wire.Be16(b) == num {
 			if !bytes.Equal(b[4:], want) {
 				c.t.Fatalf("ChannelData payload %x, want %x", b[4:], want)
 			}
 			return
 		}
-		if num == 0 && stun.IsMessage(b) && be16(b) == typeDataIndication {
+		if num == 0 && stun.IsMessage(b) && wire.Be16(b) == wire.TypeDataIndication {
 			m := &stun.Message{Raw: b}
 			if err := m.Decode(); err != nil {
 				c.t.Fatal(err)
 			}
-			src, _ := decodeXORAddr(stunAttr(b, attrXORPeerAddress), b)
+			src, _ := wire.DecodeXORAddr(wire.Attr(b, wire.AttrXORPeerAddress), b)
 			if src != from {
 				c.t.Fatalf("Data indication from %s, want %s", src, from)
 			}
-			if d := stunAttr(b, attrData); !bytes.Equal(d, want) {
+			if d := wire.Attr(b, wire.AttrData); !bytes.Equal(d, want) {
 				c.t.Fatalf("Data indication payload %x, want %x", d, want)
 			}
 			return
@@ -632,8 +669,13 @@ func (c *stunClient) expectNothing(d time.Duration) {
 		if err != nil {
 			return
 		}
-		if !stun.IsMessage(b) || be16(b) == typeDataIndication {
+		if !stun.IsMessage(b) || wire.Be16(b) == wire.TypeDataIndication {
 			c.t.Fatalf("unexpected data frame %x", b)
 		}
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"github.com/pion/stun/v4"
 )
 
@@ -22,7 +23,7 @@ func stunHeader(typ, length uint16) []byte {
 	b := make([]byte, 20)
 	binary.BigEndian.PutUint16(b, typ)
 	binary.BigEndian.PutUint16(b[2:], length)
-	binary.BigEndian.PutUint32(b[4:], stunMagic)
+	binary.BigEndian.PutUint32(b[4:], wire.Magic)
 	copy(b[8:], "c10-txid-123")
 	return b
 }
@@ -33,7 +34,7 @@ func withAttrs(typ uint16, attrs ...[]byte) []byte {
 }
 
 func rawAttr(t uint16, v []byte) []byte {
-	b := make([]byte, 4, 4+pad4(len(v)))
+	b := make([]byte, 4, 4+wire.Pad4(len(v)))
 	binary.BigEndian.PutUint16(b, t)
 	binary.BigEndian.PutUint16(b[2:], uint16(len(v)))
 	b = append(b, v...)

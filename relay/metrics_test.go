@@ -96,7 +96,7 @@ ferry_turn_relayed_packets_total{direction="peer_to_client",transport="%[1]s"} %
 			if err != nil {
 				t.Fatal(err)
 			}
-			if a := testutil.ToFloat64(env.srv.m.active.WithLabelValues(network)); a != 1 {
+			if a := env.metric(t, "ferry_turn_allocations_active", "transport", network); a != 1 {
 				t.Fatalf("active allocations: %v", a)
 			}
 		})

@@ -1,11 +1,14 @@
 package relay
 
 import (
+	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v4"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The basic TURN flow with exact bytes: Allocate, CreatePermission, Send indication out and
@@ -77,22 +80,36 @@ func TestAllocationEndReasons(t *testing.T) {
 	}
 }
 
-// Allocation ids grow within a process, even when the clock steps back, and stay positive
-// int64 values (the allocation log's primary key).
-func TestAllocationIDsGrow(t *testing.T) {
+// A New that fails leaves nothing registered on the caller's registry, so the caller can
+// fix the configuration and try again with the same registry.
+func TestFailedNewRegistersNothing(t *testing.T) {
 	env := newTestEnv(t)
-	var prev uint64
-	for i := range 5000 {
-		if i == 2500 {
-			env.clock.Add(-time.Hour)
-		}
-		id := env.srv.nextAllocID()
-		if id <= prev || id >= 1<<63 {
-			t.Fatalf("id %d after %d", id, prev)
-		}
-		prev = id
+	reg := prometheus.NewRegistry()
+	if _, err := New(Config{Realm: testRealm, Auth: env.auth, UDP: [][]*net.UDPConn{{}},
+		RelayIPv4: netip.MustParseAddr("127.0.0.1"), Registerer: reg}); err == nil {
+		t.Fatal("New with an empty UDP socket group succeeded")
 	}
-	if first := uint64(env.clock.Now().Add(time.Hour).UnixMilli()) << 20; prev < first {
-		t.Fatalf("ids %d do not carry the start time %d", prev, first)
+	closed, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
 	}
+	_ = closed.Close() // fails once the metrics are registered: when the listeners start
+	_, err = New(Config{Realm: testRealm, Auth: env.auth, UDP: [][]*net.UDPConn{{closed}},
+		RelayIPv4: netip.MustParseAddr("127.0.0.1"), Registerer: reg})
+	if err == nil || !strings.Contains(err.Error(), "UDP listener") {
+		t.Fatalf("New with a closed socket: %v, want a listener error", err)
+	}
+	if fams, _ := reg.Gather(); len(fams) != 0 {
+		t.Fatalf("a failed New left %d metric families registered", len(fams))
+	}
+	uc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{Realm: testRealm, Auth: env.auth, UDP: [][]*net.UDPConn{{uc}},
+		RelayIPv4: netip.MustParseAddr("127.0.0.1"), Registerer: reg})
+	if err != nil {
+		t.Fatalf("New on the same registry after a failure: %v", err)
+	}
+	_ = srv.Close()
 }

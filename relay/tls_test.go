@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryrelay/ferry/internal/portmux"
 	"github.com/pion/stun/v4"
 )
 
@@ -76,11 +77,26 @@ func TestC21TURNOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	base := &tls.Config{Certificates: []tls.Certificate{turnCert}}
+	mux := portmux.New(shared, portmux.Config{TLS: portmux.TLSConfig(base, true), HTTPS: true})
+	t.Cleanup(func() { _ = mux.Close() })
 	handed := make(chan net.Conn, 8)
+	go func() {
+		for {
+			c, err := mux.HTTPS().Accept()
+			if err != nil {
+				return
+			}
+			handed <- c
+		}
+	}()
 	env := newTestEnv(t, func(c *Config) {
-		c.TLSConfig = &tls.Config{Certificates: []tls.Certificate{turnCert}}
-		c.SharedTLS = []net.Listener{shared}
-		c.HTTPHandoff = func(conn net.Conn) { handed <- conn }
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.TLS[0].Close()
+		c.TLS = []net.Listener{tls.NewListener(ln, portmux.TLSConfig(base, false)), mux.TURNTLS()}
 	})
 	dial := func(addr string, conf *tls.Config) (*tls.Conn, error) {
 		conf.RootCAs, conf.ServerName = chain.roots, "turn.clinic.test"

@@ -460,19 +460,6 @@ func (t *ttlParam) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-type iceServer struct {
-	URLs       []string `json:"urls"`
-	Username   string   `json:"username,omitempty"`
-	Credential string   `json:"credential,omitempty"`
-}
-
-type rtcConfiguration struct {
-	ICEServers         []iceServer `json:"iceServers"`
-	ICETransportPolicy string      `json:"iceTransportPolicy,omitempty"`
-	TTL                int64       `json:"ttl"`
-	ExpiresAt          string      `json:"expiresAt"`
-}
-
 // restResponse is draft-uberti-behave-turn-rest-00 §2.2.
 type restResponse struct {
 	Username string   `json:"username"`
@@ -485,6 +472,11 @@ func (h *Handler) iceServers(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodPost {
 		w.Header().Set("Allow", "GET, POST")
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET or POST")
+		return
+	}
+	r, problem := fromDraft(r) // the TURN REST draft's form (turnrest.go)
+	if problem != "" {
+		writeError(w, http.StatusBadRequest, "bad_request", problem)
 		return
 	}
 	if !h.authorize(w, r) {
@@ -550,22 +542,21 @@ func (h *Handler) iceServers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "no running TURN listener matches the requested transports")
 		return
 	}
-	servers, cred, err := h.iceConfig(user, ttl, urls)
+	conf, cred, err := h.iceConfig(user, ttl, urls)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", "cannot issue credentials")
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	secs := int64(cred.TTL / time.Second)
+	conf.ICETransportPolicy = policy
 	switch r.URL.Query().Get("format") {
 	case "", "rtcconfiguration":
-		writeJSON(w, http.StatusOK, rtcConfiguration{ICEServers: servers, ICETransportPolicy: policy,
-			TTL: secs, ExpiresAt: cred.Expires.UTC().Format(time.RFC3339)})
+		writeJSON(w, http.StatusOK, conf)
 	case "array":
-		writeJSON(w, http.StatusOK, servers)
+		writeJSON(w, http.StatusOK, conf.ICEServers)
 	case "rest":
 		writeJSON(w, http.StatusOK, restResponse{Username: cred.Username, Password: cred.Password,
-			TTL: secs, URIs: urlStrings(turn)})
+			TTL: conf.TTL, URIs: urlStrings(turn)})
 	default:
 		writeError(w, http.StatusBadRequest, "bad_request", `format must be "rest" or "array" (or absent)`)
 	}
@@ -705,38 +696,17 @@ func parseSeconds(s string) (int64, error) {
 	return secs, nil
 }
 
-// splitURLs separates stun: URLs from turn:/turns: URLs.
-func splitURLs(urls []URL) (stun, turn []URL) {
-	for _, u := range urls {
-		if u.Scheme == "stun" {
-			stun = append(stun, u)
-		} else {
-			turn = append(turn, u)
-		}
-	}
-	return stun, turn
-}
-
 // iceConfig issues a TURN REST credential for user, valid for ttl (capped at the
-// authenticator's MaxTTL), and returns the RTCIceServer entries for urls: one for the
-// stun: URLs, one with the credential for the turn:/turns: URLs. /v1/ice-servers and the
-// rooms' welcome, admitted and ice-servers messages use it alike.
-func (h *Handler) iceConfig(user string, ttl time.Duration, urls []URL) ([]iceServer, auth.Credential, error) {
+// authenticator's MaxTTL), and returns the RTCConfiguration for urls (NewRTCConfiguration).
+// /v1/ice-servers and the rooms' welcome, admitted and ice-servers messages use it alike.
+func (h *Handler) iceConfig(user string, ttl time.Duration, urls []URL) (RTCConfiguration, auth.Credential, error) {
 	ttl = min(ttl, h.cfg.Auth.MaxTTL())
 	cred, err := h.cfg.Auth.Issue(user, ttl)
 	if err != nil {
-		return nil, cred, err
+		return RTCConfiguration{}, cred, err
 	}
 	if h.cfg.Metrics != nil {
 		h.cfg.Metrics.issued.Inc()
 	}
-	stun, turn := splitURLs(urls)
-	servers := []iceServer{}
-	if len(stun) > 0 {
-		servers = append(servers, iceServer{URLs: urlStrings(stun)})
-	}
-	if len(turn) > 0 {
-		servers = append(servers, iceServer{URLs: urlStrings(turn), Username: cred.Username, Credential: cred.Password})
-	}
-	return servers, cred, nil
+	return NewRTCConfiguration(urls, cred), cred, nil
 }

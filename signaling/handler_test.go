@@ -160,7 +160,7 @@ func TestICEServersParameters(t *testing.T) {
 	if rec.Code != 200 {
 		t.Fatalf("%d %s", rec.Code, rec.Body)
 	}
-	c := decode[rtcConfiguration](t, rec)
+	c := decode[RTCConfiguration](t, rec)
 	if c.TTL != 86400 || c.ICETransportPolicy != "relay" {
 		t.Fatalf("ttl %d policy %q", c.TTL, c.ICETransportPolicy)
 	}
@@ -176,7 +176,7 @@ func TestICEServersParameters(t *testing.T) {
 	}
 	// Query parameters; the username's timestamp matches the ttl in seconds (C13).
 	rec = f.do(t, "GET", "/v1/ice-servers?ttl=60&transports=udp,tcp", "")
-	c = decode[rtcConfiguration](t, rec)
+	c = decode[RTCConfiguration](t, rec)
 	id, _ = f.auth.Lookup(c.ICEServers[1].Username)
 	if c.TTL != 60 || id.Expires.Unix() != f.now.Unix()+60 || len(c.ICEServers[1].URLs) != 2 {
 		t.Fatalf("query params: %+v expiry %d", c, id.Expires.Unix())
@@ -193,7 +193,7 @@ func TestICEServersOtherFormats(t *testing.T) {
 	f.verify(t, r.Username, r.Password, "u1")
 
 	rec = f.do(t, "GET", "/v1/ice-servers?format=array", "")
-	arr := decode[[]iceServer](t, rec)
+	arr := decode[[]ICEServer](t, rec)
 	if len(arr) != 2 || arr[1].Username == "" || len(arr[0].URLs) != 1 {
 		t.Fatalf("array format: %+v", arr)
 	}

@@ -3,6 +3,9 @@ package signaling
 import (
 	"net/netip"
 	"strconv"
+	"time"
+
+	"github.com/ferryrelay/ferry/auth"
 )
 
 // Transport names accepted in the transports parameter.
@@ -69,4 +72,50 @@ func urlStrings(urls []URL) []string {
 		out[i] = u.String()
 	}
 	return out
+}
+
+// ICEServer is one RTCIceServer entry of RTCConfiguration.iceServers (W3C WebRTC §4.2.4):
+// its URLs, and for TURN the REST username and password as username and credential.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// RTCConfiguration is what /v1/ice-servers answers by default and `ferry credentials --json`
+// prints: an RTCConfiguration dictionary (W3C WebRTC §4.2.1) that browsers take as it is,
+// with the credential's lifetime in seconds (ttl) and its expiry (expiresAt, RFC 3339 UTC).
+type RTCConfiguration struct {
+	ICEServers         []ICEServer `json:"iceServers"`
+	ICETransportPolicy string      `json:"iceTransportPolicy,omitempty"` // "all" or "relay"; "" leaves the browser's default
+	TTL                int64       `json:"ttl"`
+	ExpiresAt          string      `json:"expiresAt"`
+}
+
+// NewRTCConfiguration returns the ICE servers of urls with credential c: the stun: URLs in
+// one entry without credentials (STUN needs none), then the turn: and turns: URLs in one
+// entry with c. An entry without URLs is left out.
+func NewRTCConfiguration(urls []URL, c auth.Credential) RTCConfiguration {
+	stun, turn := splitURLs(urls)
+	servers := []ICEServer{}
+	if len(stun) > 0 {
+		servers = append(servers, ICEServer{URLs: urlStrings(stun)})
+	}
+	if len(turn) > 0 {
+		servers = append(servers, ICEServer{URLs: urlStrings(turn), Username: c.Username, Credential: c.Password})
+	}
+	return RTCConfiguration{ICEServers: servers, TTL: int64(c.TTL / time.Second),
+		ExpiresAt: c.Expires.UTC().Format(time.RFC3339)}
+}
+
+// splitURLs separates stun: URLs from turn: and turns: URLs, keeping their order.
+func splitURLs(urls []URL) (stun, turn []URL) {
+	for _, u := range urls {
+		if u.Scheme == "stun" {
+			stun = append(stun, u)
+		} else {
+			turn = append(turn, u)
+		}
+	}
+	return stun, turn
 }

@@ -76,6 +76,6 @@ func (h *Handler) roomICEServers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, iceServersWire{Type: TypeICEServers, ICEServers: servers,
+	writeJSON(w, http.StatusOK, iceServersWire{Type: TypeICEServers, ICEServers: servers.ICEServers,
 		ICEServersExpireAt: cred.Expires.UTC().Format(time.RFC3339)})
 }

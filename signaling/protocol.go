@@ -171,7 +171,7 @@ type welcomeWire struct {
 	State              string      `json:"state"`
 	Reconnected        bool        `json:"reconnected"`
 	Peers              []PeerInfo  `json:"peers"`
-	ICEServers         []iceServer `json:"iceServers,omitempty"`
+	ICEServers         []ICEServer `json:"iceServers,omitempty"`
 	ICEServersExpireAt string      `json:"iceServersExpireAt,omitempty"`
 	ValidUntil         string      `json:"validUntil"`
 	MaxMessageBytes    int64       `json:"maxMessageBytes"`
@@ -180,13 +180,13 @@ type welcomeWire struct {
 type admittedWire struct {
 	Type               string      `json:"type"`
 	Peers              []PeerInfo  `json:"peers"`
-	ICEServers         []iceServer `json:"iceServers"`
+	ICEServers         []ICEServer `json:"iceServers"`
 	ICEServersExpireAt string      `json:"iceServersExpireAt"`
 }
 
 type iceServersWire struct {
 	Type               string      `json:"type"`
-	ICEServers         []iceServer `json:"iceServers"`
+	ICEServers         []ICEServer `json:"iceServers"`
 	ICEServersExpireAt string      `json:"iceServersExpireAt"`
 }
 

@@ -119,14 +119,14 @@ func (c *wsConn) welcome(j *Joined) ([]byte, error) {
 
 // issue mints fresh TURN credentials for this participant (user id: its room id) and
 // schedules the next ice-servers push.
-func (c *wsConn) issue() ([]iceServer, string) {
-	servers, cred, err := c.h.iceConfig(c.you, c.cfg.CredentialTTL, c.h.cfg.URLs)
+func (c *wsConn) issue() ([]ICEServer, string) {
+	conf, cred, err := c.h.iceConfig(c.you, c.cfg.CredentialTTL, c.h.cfg.URLs)
 	if err != nil {
 		c.cfg.Logger.Warn("no TURN credentials for a room participant", "err", err)
-		return []iceServer{}, ""
+		return []ICEServer{}, ""
 	}
 	c.armRefresh(cred.Expires)
-	return servers, cred.Expires.UTC().Format(time.RFC3339)
+	return conf.ICEServers, conf.ExpiresAt
 }
 
 func nonNil(p []PeerInfo) []PeerInfo {

@@ -3,14 +3,28 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/config"
+	"github.com/ferryrelay/ferry/signaling"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func runCmd(t *testing.T, args ...string) (string, string, error) {
@@ -51,17 +65,18 @@ func TestCredentialsCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var entry struct {
-		URLs       []string `json:"urls"`
-		Username   string   `json:"username"`
-		Credential string   `json:"credential"`
-	}
-	if err := json.Unmarshal([]byte(out), &entry); err != nil {
+	var conf signaling.RTCConfiguration
+	if err := json.Unmarshal([]byte(out), &conf); err != nil {
 		t.Fatalf("--json output is not JSON: %v\n%s", err, out)
 	}
-	want := []string{"turn:turn.clinic.example:3478?transport=udp", "turn:turn.clinic.example:3478?transport=tcp"}
-	if strings.Join(entry.URLs, " ") != strings.Join(want, " ") || entry.Username == "" || entry.Credential == "" {
-		t.Fatalf("iceServers entry: %+v", entry)
+	want := []signaling.ICEServer{{URLs: []string{"stun:turn.clinic.example:3478"}},
+		{URLs: []string{"turn:turn.clinic.example:3478?transport=udp", "turn:turn.clinic.example:3478?transport=tcp"}}}
+	if len(conf.ICEServers) != 2 || !slices.Equal(conf.ICEServers[0].URLs, want[0].URLs) || conf.ICEServers[0].Username != "" ||
+		!slices.Equal(conf.ICEServers[1].URLs, want[1].URLs) || conf.TTL != 12*3600 || conf.ExpiresAt == "" {
+		t.Fatalf("--json: %s", out)
+	}
+	if id, err := a.Lookup(conf.ICEServers[1].Username); err != nil || id.UserID != "u1" || id.Passwords[0] != conf.ICEServers[1].Credential {
+		t.Fatalf("--json credential does not verify: %v", err)
 	}
 
 	if _, _, err := runCmd(t, "credentials", "--data-dir", dir, "--user", "u", "--ttl", "48h"); err == nil {
@@ -70,6 +85,91 @@ func TestCredentialsCommand(t *testing.T) {
 	if _, _, err := runCmd(t, "credentials", "--data-dir", dir); err == nil {
 		t.Fatal("--user is required")
 	}
+}
+
+// `ferry credentials --json` prints what GET /v1/ice-servers answers for the same
+// configuration: the same JSON fields, the same servers and URLs (stun: included).
+func TestCredentialsJSONMatchesICEServersEndpoint(t *testing.T) {
+	dir := t.TempDir()
+	key, sum, err := signaling.NewAPIKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "ferry.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+server: {data_dir: %q, public_host: turn.clinic.example}
+turn: {udp_listen: ["0.0.0.0:3478"], tcp_listen: ["0.0.0.0:3478"], tls_listen: ["0.0.0.0:443"], tls_cert_file: %q, tls_key_file: %q}
+auth: {secrets: [a-very-secret-secret-value]}
+api: {keys: [{name: app, sha256: %x}]}
+`, dir, testCert(t, dir), filepath.Join(dir, "key.pem"), sum)), 0o600)
+	out, _, err := runCmd(t, "credentials", "--config", cfg, "--user", "u1", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := config.Load(config.Options{Path: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newAuthenticator(f, f.Auth.Secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := newHTTPServer(f, a, prometheus.NewRegistry(), configuredURLs(f), nil, nil, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest("GET", "/v1/ice-servers?user=u1", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	rec := httptest.NewRecorder()
+	h.Handler.ServeHTTP(rec, req)
+	// Only the credential differs (the two were minted at different instants).
+	shape := func(doc []byte) string {
+		var m map[string]any
+		if err := json.Unmarshal(doc, &m); err != nil {
+			t.Fatalf("%v: %s", err, doc)
+		}
+		for _, s := range m["iceServers"].([]any) {
+			e := s.(map[string]any)
+			for _, k := range []string{"username", "credential"} {
+				if _, ok := e[k]; ok {
+					e[k] = "<set>"
+				}
+			}
+		}
+		m["expiresAt"] = "<set>"
+		b, _ := json.Marshal(m)
+		return string(b)
+	}
+	if got, want := shape([]byte(out)), shape(rec.Body.Bytes()); got != want {
+		t.Fatalf("ferry credentials --json:\n%s\n/v1/ice-servers:\n%s", got, want)
+	}
+	if !strings.Contains(out, `"stun:turn.clinic.example:3478"`) || !strings.Contains(out, `"turns:turn.clinic.example:443?transport=tcp"`) {
+		t.Fatalf("--json lacks the stun: or turns: URL:\n%s", out)
+	}
+}
+
+// testCert writes a self-signed certificate for turn.clinic.example to dir/cert.pem and its
+// key to dir/key.pem, and returns the certificate's path.
+func testCert(t *testing.T, dir string) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"turn.clinic.example"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath := filepath.Join(dir, "cert.pem")
+	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	return certPath
 }
 
 func TestConfigCommands(t *testing.T) {
@@ -109,16 +209,23 @@ func TestRelayAddressWarnings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.Relay.BindIP, f.Relay.AdvertisedIP, f.Relay.BindIPv6 = tc.bind, tc.adv, tc.bind6
+		f.Relay.BindIP = config.AutoAddr{Addr: addr(tc.bind)}
+		f.Relay.AdvertisedIP, f.Relay.BindIPv6 = addr(tc.adv), addr(tc.bind6)
 		var warnings []string
-		if _, _, _, _, err := relayIPs(f, func(m string) { warnings = append(warnings, m) }); err != nil {
-			t.Fatal(err)
-		}
+		relayIPs(f, func(m string) { warnings = append(warnings, m) })
 		got := strings.Join(warnings, "\n")
 		if tc.want == "" && got != "" || tc.want != "" && !strings.Contains(got, tc.want) {
 			t.Errorf("%+v: warnings %q, want %q", tc, got, tc.want)
 		}
 	}
+}
+
+// addr parses an IP address; "" is the zero Addr.
+func addr(s string) netip.Addr {
+	if s == "" {
+		return netip.Addr{}
+	}
+	return netip.MustParseAddr(s)
 }
 
 // The GC target: runtime.gogc, else GOGC (already applied by the runtime), else 50.

@@ -20,7 +20,8 @@ func newCredentialsCmd() *cobra.Command {
 		Short: "Mint a TURN REST credential from the configured secret",
 		Long: "Mint a time-limited TURN credential (draft-uberti-behave-turn-rest-00): the username is\n" +
 			"<expiry unix seconds>:<user id>, the password base64(HMAC-SHA1(secret, username)).\n" +
-			"With --json, print it as an RTCIceServer entry for RTCConfiguration.iceServers.",
+			"With --json, print the RTCConfiguration that GET /v1/ice-servers answers: the stun: URL\n" +
+			"and the turn:/turns: URLs of the configured listeners with this credential.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := loadConfig(cmd)
@@ -47,25 +48,10 @@ func newCredentialsCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				bind4, _, adv4, _, err := relayIPs(f, func(string) {})
-				if err != nil {
-					return err
-				}
-				var turn []string
-				for _, u := range signaling.BuildURLs(publicHost(f, bind4, adv4), configuredPorts(f.TURN.UDPListen),
-					configuredPorts(f.TURN.TCPListen), configuredPorts(f.TURN.TLSListen)) {
-					if u.Scheme != "stun" {
-						turn = append(turn, u.String())
-					}
-				}
-				entry := map[string]any{
-					"urls":       turn,
-					"username":   c.Username,
-					"credential": c.Password,
-				}
+				// The shape and URLs of /v1/ice-servers, for the configured listeners.
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
-				return enc.Encode(entry)
+				return enc.Encode(signaling.NewRTCConfiguration(configuredURLs(f), c))
 			}
 			fmt.Fprintf(out, "username: %s\npassword: %s\nexpires:  %s (in %s)\n",
 				c.Username, c.Password, c.Expires.Format(time.RFC3339), c.TTL)
@@ -74,7 +60,7 @@ func newCredentialsCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&user, "user", "", "user id to embed (may contain ':'; no control characters)")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "lifetime (default auth.default_ttl, at most auth.max_ttl)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print an RTCIceServer JSON entry")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print an RTCConfiguration (JSON), as /v1/ice-servers answers")
 	config.AddFlags(cmd.Flags())
 	return cmd
 }

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
-	"time"
 
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/config"
@@ -21,7 +19,7 @@ import (
 // Its error log is discarded: net/http would log client addresses there.
 // Its Handler is a *signaling.Handler: close it after Shutdown to end room connections.
 func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registerer, urls []signaling.URL,
-	ready func() bool, access signaling.AccessSink, certExpiry func(time.Time), logger *slog.Logger) (*http.Server, error) {
+	ready func() bool, access signaling.AccessSink, tlsConf *tls.Config, logger *slog.Logger) (*http.Server, error) {
 	var keys []signaling.APIKey
 	for _, k := range f.API.Keys {
 		sum, err := signaling.ParseAPIKeyHash(k.SHA256)
@@ -29,11 +27,6 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 			return nil, fmt.Errorf("api.keys %s: %w", k.Name, err)
 		}
 		keys = append(keys, signaling.APIKey{Name: k.Name, SHA256: sum})
-	}
-	var proxies []netip.Prefix
-	for _, s := range f.HTTP.TrustedProxies {
-		p, _ := config.ParseCIDR(s)
-		proxies = append(proxies, p)
 	}
 	m, err := signaling.NewMetrics(reg)
 	if err != nil {
@@ -51,21 +44,13 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		RatePerKey:     f.API.Rate,
 		BurstPerKey:    f.API.Burst,
 		AllowedOrigins: f.HTTP.AllowedOrigins,
-		TrustedProxies: proxies,
+		TrustedProxies: f.HTTP.TrustedProxies,
 		MaxBodyBytes:   f.HTTP.MaxBodyBytes,
 		Ready:          ready,
 		Metrics:        m,
 		Access:         access,
 		Rooms:          rooms,
 	})
-	var tlsConf *tls.Config
-	if f.HTTP.TLSCertFile != "" {
-		r, err := newCertReloader(f.HTTP.TLSCertFile, f.HTTP.TLSKeyFile, certExpiry)
-		if err != nil {
-			return nil, fmt.Errorf("http: %w", err)
-		}
-		tlsConf = &tls.Config{GetCertificate: r.get, MinVersion: tls.VersionTLS12}
-	}
 	return &http.Server{
 		Handler:           h,
 		TLSConfig:         tlsConf,

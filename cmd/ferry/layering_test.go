@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -10,30 +11,43 @@ import (
 const module = "github.com/ferryrelay/ferry/"
 
 // The house rules of DESIGN.md, checked over `go list`: config, auth and metrics import
-// nothing of ours; relay, signaling and alloclog import only auth and metrics of ours (and
-// leaf helpers under internal/, which import nothing of ours) and never each other; relay
-// never imports net/http.
+// nothing of ours; relay, signaling and alloclog import only auth and metrics of ours (plus
+// their own rooms and leaf helpers under internal/) and never each other; inside relay, the
+// leaves (wire, policy, sockopt) import nothing of ours, the data path (alloc) does not know
+// the control plane, the control plane does not know the listeners; no relay package imports
+// net/http; and pion/turn, the TURN client, is no dependency of the relay at all.
 func TestLayering(t *testing.T) {
 	out, err := exec.Command("go", "list", "-json", "../../...").Output()
 	if err != nil {
 		t.Fatalf("go list: %v", err)
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
+	const r = "relay/internal/"
 	allowed := map[string][]string{
-		"config":        {},
-		"auth":          {},
-		"metrics":       {},
-		"relay":         {"auth", "metrics", "internal/mmsg"},
-		"internal/mmsg": {},
+		"config":           {},
+		"auth":             {},
+		"metrics":          {},
+		"internal/mmsg":    {},
+		"internal/portmux": {},
+		"relay": {"auth", "metrics", r + "alloc", r + "control", r + "listen", r + "policy", r + "sockopt",
+			r + "stats", r + "wire"},
+		r + "wire":      {},
+		r + "policy":    {},
+		r + "sockopt":   {},
+		r + "stats":     {r + "policy", r + "wire"},
+		r + "alloc":     {"internal/mmsg", r + "policy", r + "sockopt", r + "stats", r + "wire"},
+		r + "control":   {"auth", r + "alloc", r + "policy", r + "stats", r + "wire"},
+		r + "listen":    {"internal/mmsg", r + "alloc", r + "control", r + "stats", r + "wire"},
 		"signaling":     {"auth", "metrics", "signaling/web"},
 		"signaling/web": {},
 		"alloclog":      {"auth", "metrics"},
 	}
-	seen := 0
+	seen := map[string]bool{}
 	for dec.More() {
 		var p struct {
 			ImportPath string
 			Imports    []string
+			Deps       []string
 		}
 		if err := dec.Decode(&p); err != nil {
 			t.Fatal(err)
@@ -43,30 +57,25 @@ func TestLayering(t *testing.T) {
 		if !ruled {
 			continue
 		}
-		seen++
+		seen[name] = true
+		isRelay := name == "relay" || strings.HasPrefix(name, "relay/")
 		for _, imp := range p.Imports {
-			if name == "relay" && imp == "net/http" {
-				t.Errorf("relay imports net/http")
+			if isRelay && imp == "net/http" {
+				t.Errorf("%s imports net/http", name)
 			}
-			dep, ours := strings.CutPrefix(imp, module)
-			if !ours {
-				continue
-			}
-			if !contains(ok, dep) {
+			if dep, ours := strings.CutPrefix(imp, module); ours && !slices.Contains(ok, dep) {
 				t.Errorf("%s imports %s, which the layering forbids", name, dep)
 			}
 		}
-	}
-	if seen < 4 {
-		t.Fatalf("checked only %d packages", seen)
-	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
+		for _, dep := range p.Deps {
+			if isRelay && strings.HasPrefix(dep, "github.com/pion/turn") {
+				t.Errorf("%s depends on %s: the relay answers TURN itself; pion/turn is only the client", name, dep)
+			}
 		}
 	}
-	return false
+	for name := range allowed {
+		if !seen[name] {
+			t.Errorf("package %s not found: update the layering rules", name)
+		}
+	}
 }

@@ -110,7 +110,7 @@ func publicURL(f *config.File) string {
 	if f.HTTP.PublicURL != "" {
 		return strings.TrimRight(f.HTTP.PublicURL, "/")
 	}
-	bind4, _, adv4, _, _ := relayIPs(f, func(string) {})
+	bind4, _, adv4, _ := relayIPs(f, func(string) {})
 	host := publicHost(f, bind4, adv4)
 	_, port, _ := net.SplitHostPort(f.HTTP.Listen)
 	scheme := "http"
@@ -156,8 +156,7 @@ func roomsConfig(f *config.File, reg prometheus.Registerer, log *slog.Logger) (*
 	}
 	var page *web.Page
 	if r.Page.Enabled {
-		maxFile, _ := r.Page.MaxFileBytes() // validated by config.Load
-		if page, err = web.New(web.Config{MaxFileBytes: maxFile}); err != nil {
+		if page, err = web.New(web.Config{MaxFileBytes: int64(r.Page.MaxFileSize)}); err != nil {
 			return nil, err
 		}
 	}

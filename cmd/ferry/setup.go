@@ -19,6 +19,7 @@ import (
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/config"
 	"github.com/ferryrelay/ferry/relay"
+	"github.com/ferryrelay/ferry/signaling"
 	"github.com/spf13/cobra"
 )
 
@@ -123,46 +124,54 @@ func newAuthenticator(f *config.File, secrets []string) (*auth.Authenticator, er
 	return auth.New(auth.Config{Secrets: secrets, StaticUsers: static, MaxTTL: f.Auth.MaxTTL, ClockSkew: f.Auth.ClockSkew})
 }
 
-// relayIPs resolves relay.bind_ip ("auto") and the advertised addresses. warn receives
-// operator advice (never an address of a user).
-func relayIPs(f *config.File, warn func(string)) (bind4, bind6, adv4, adv6 netip.Addr, err error) {
-	switch f.Relay.BindIP {
-	case "":
-	case "auto":
+// relayAddrs are Ferry's own relay addresses: bound and advertised, per family (invalid
+// when not configured).
+type relayAddrs struct{ bind4, bind6, adv4, adv6 netip.Addr }
+
+// String describes them for the start-up log line (the server's addresses, published in
+// every relay candidate; never a client's).
+func (r relayAddrs) String() string {
+	var parts []string
+	for _, p := range [][2]netip.Addr{{r.bind4, r.adv4}, {r.bind6, r.adv6}} {
+		switch {
+		case !p[0].IsValid():
+		case p[1].IsValid():
+			parts = append(parts, p[0].String()+" advertised as "+p[1].String())
+		default:
+			parts = append(parts, p[0].String())
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// resolveRelayIPs resolves relay.bind_ip ("auto") and the advertised addresses.
+func resolveRelayIPs(f *config.File, warn func(string)) relayAddrs {
+	bind4, bind6, adv4, adv6 := relayIPs(f, warn)
+	return relayAddrs{bind4, bind6, adv4, adv6}
+}
+
+// relayIPs resolves relay.bind_ip ("auto") and returns the relay's addresses (zero when
+// unset). warn receives operator advice (never an address of a user).
+func relayIPs(f *config.File, warn func(string)) (bind4, bind6, adv4, adv6 netip.Addr) {
+	bind4, bind6, adv4, adv6 = f.Relay.BindIP.Addr, f.Relay.BindIPv6, f.Relay.AdvertisedIP, f.Relay.AdvertisedIPv6
+	if f.Relay.BindIP.Auto {
 		bind4 = detectIPv4()
 		if bind4.IsLoopback() {
 			warn("relay.bind_ip auto: no global IPv4 address on this host; relaying on 127.0.0.1 serves local clients only. Set relay.bind_ip.")
 		}
-	default:
-		bind4, err = netip.ParseAddr(f.Relay.BindIP)
 	}
-	if err == nil && f.Relay.BindIPv6 != "" {
-		bind6, err = netip.ParseAddr(f.Relay.BindIPv6)
-	}
-	if err == nil && f.Relay.AdvertisedIP != "" {
-		adv4, err = netip.ParseAddr(f.Relay.AdvertisedIP)
-	}
-	if err == nil && f.Relay.AdvertisedIPv6 != "" {
-		adv6, err = netip.ParseAddr(f.Relay.AdvertisedIPv6)
-	}
-	if err != nil {
-		return
-	}
-	bind4 = bind4.Unmap()
-	adv4 = adv4.Unmap()
 	// A relayed address peers on the internet cannot reach: the default peer policy's ranges
 	// (private, CGNAT, loopback, documentation, ...) tell which.
-	public := relay.NewPeerPolicy(nil, nil, nil, nil)
 	for _, a := range []struct {
 		key       string
 		bind, adv netip.Addr
 	}{{"relay.bind_ip", bind4, adv4}, {"relay.bind_ipv6", bind6, adv6}} {
-		if !a.bind.IsValid() || a.adv.IsValid() || a.bind.IsLoopback() && f.Relay.BindIP == "auto" {
+		if !a.bind.IsValid() || a.adv.IsValid() || a.bind.IsLoopback() && f.Relay.BindIP.Auto {
 			continue // nothing to say, or said above
 		}
 		if a.bind.IsLoopback() {
 			warn(a.key + " is a loopback address: only clients and peers on this host can use the relay")
-		} else if ok, reason := public.Allowed(a.bind); !ok {
+		} else if reason := relay.PeerDenial(a.bind); reason != "" {
 			warn(fmt.Sprintf("relayed addresses are not publicly routable (%s is in a %s range); behind NAT "+
 				"set the advertised address, or peers outside this network cannot reach them", a.key, reason))
 		}
@@ -232,6 +241,14 @@ func publicHost(f *config.File, bind4, adv4 netip.Addr) string {
 		return adv4.String()
 	}
 	return bind4.String()
+}
+
+// configuredURLs returns the ICE server URLs of the configured listeners, as /v1/ice-servers
+// lists those of the running ones.
+func configuredURLs(f *config.File) []signaling.URL {
+	bind4, _, adv4, _ := relayIPs(f, func(string) {})
+	return signaling.BuildURLs(publicHost(f, bind4, adv4), configuredPorts(f.TURN.UDPListen),
+		configuredPorts(f.TURN.TCPListen), configuredPorts(f.TURN.TLSListen))
 }
 
 // configuredPorts returns the ports of listen addresses ("host:port").

@@ -1,6 +1,3 @@
-// Package mmsg reads and writes batches of UDP datagrams with one system call
-// (recvmmsg/sendmmsg, and UDP GSO for runs of equal-sized datagrams; Linux), without
-// allocating per datagram.
 package mmsg
 
 import (
@@ -23,31 +20,16 @@ type mmsghdr struct {
 	_   [4]byte
 }
 
-// Batch holds the buffers, addresses and lengths of up to len(Bufs) datagrams. Reuse it: a
-// batch allocates only when created. Bufs may be re-pointed at other memory (for example a
-// payload inside another buffer) before a write.
-type Batch struct {
-	Bufs  [][]byte         // datagram buffers
-	Lens  []int            // lengths, set by reads, read by writes
-	Addrs []netip.AddrPort // source (read) or destination (write) addresses
-	Trunc []bool           // set by reads: the datagram was longer than its buffer
+// batchSys is the part of a Batch that recvmmsg and sendmmsg take: a message header, an
+// iovec and a socket address per datagram.
+type batchSys struct {
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6
 }
 
-// NewBatch makes a batch of n buffers of size bytes each (size 0: no buffers, for batches
-// whose Bufs are pointed elsewhere).
-func NewBatch(n, size int) *Batch {
-	b := &Batch{Bufs: make([][]byte, n), Lens: make([]int, n), Addrs: make([]netip.AddrPort, n),
-		Trunc: make([]bool, n), hdrs: make([]mmsghdr, n), iovs: make([]unix.Iovec, n),
-		names: make([]unix.RawSockaddrInet6, n)}
-	if size > 0 {
-		for i := range b.Bufs {
-			b.Bufs[i] = make([]byte, size)
-		}
-	}
-	return b
+func newBatchSys(n int) batchSys {
+	return batchSys{hdrs: make([]mmsghdr, n), iovs: make([]unix.Iovec, n), names: make([]unix.RawSockaddrInet6, n)}
 }
 
 // IsV6 reports whether c is an AF_INET6 socket (IPv4 destinations are then written as
@@ -193,9 +175,6 @@ func (w *Writer) trySend(fd uintptr) bool {
 // gsoOff is set when the kernel refused UDP GSO once; every Writer falls back to sendmmsg.
 var gsoOff atomic.Bool
 
-// MaxGSOSegments is the kernel's limit on segments per GSO send (UDP_MAX_SEGMENTS).
-const MaxGSOSegments = 64
-
 // WriteGSO sends buf as len(buf)/seg datagrams of seg bytes (the last may be shorter) to dst
 // in one system call with UDP GSO (UDP_SEGMENT). It returns false without sending when GSO
 // cannot carry this batch: the kernel lacks it, or refused this batch (segments larger than
@@ -260,13 +239,6 @@ func GSOAvailable() bool {
 		_ = unix.Close(fd)
 	})
 	return !gsoOff.Load()
-}
-
-func wrapClosed(err error) error {
-	if errors.Is(err, net.ErrClosed) {
-		return net.ErrClosed
-	}
-	return err
 }
 
 func parseSockaddr(sa *unix.RawSockaddrInet6) netip.AddrPort {

@@ -2,8 +2,12 @@ package mmsg
 
 import (
 	"bytes"
+	"errors"
 	"net"
+	"runtime"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func pair(t *testing.T, network, ip string) (*net.UDPConn, *net.UDPConn) {
@@ -20,45 +24,141 @@ func pair(t *testing.T, network, ip string) (*net.UDPConn, *net.UDPConn) {
 	return a, b
 }
 
-// A batch written with sendmmsg arrives whole, and recvmmsg reads it back in one call with
-// the right lengths and source addresses, for IPv4 and IPv6, without allocating.
+// impl is one implementation of batched reads and writes: the package's API (recvmmsg and
+// sendmmsg on Linux, one datagram per call elsewhere) and, on every system, the one-by-one
+// fallback itself.
+type impl struct {
+	name     string
+	read     func(rc syscall.RawConn, b *Batch) (int, error)
+	write    func(rc syscall.RawConn, v6 bool, b *Batch, n int) (int, error)
+	tryRead  func(fd uintptr, b *Batch) (int, error)
+	noAllocs bool // reads and writes allocate nothing
+}
+
+func impls() []impl {
+	r, w, sr, sw := NewReader(), NewWriter(), newSingleReader(), newSingleWriter()
+	return []impl{
+		{name: "api", read: r.Read, write: w.Write, tryRead: r.TryRead, noAllocs: runtime.GOOS == "linux"},
+		{name: "single", read: sr.read, write: sw.write,
+			tryRead: func(fd uintptr, b *Batch) (int, error) { return sr.readQueued(fd, b, false) }},
+	}
+}
+
+// A batch written arrives whole, and a read gets it back with the right lengths and source
+// addresses, for IPv4 and IPv6 (on Linux with one system call each way, without allocating).
 func TestBatchRoundTrip(t *testing.T) {
-	for _, tc := range []struct{ network, ip string }{{"udp4", "127.0.0.1"}, {"udp6", "::1"}} {
-		t.Run(tc.network, func(t *testing.T) {
-			a, b := pair(t, tc.network, tc.ip)
+	for _, im := range impls() {
+		for _, tc := range []struct{ network, ip string }{{"udp4", "127.0.0.1"}, {"udp6", "::1"}} {
+			t.Run(im.name+"/"+tc.network, func(t *testing.T) {
+				a, b := pair(t, tc.network, tc.ip)
+				ra, _ := a.SyscallConn()
+				rb, _ := b.SyscallConn()
+				wb, in := NewBatch(8, 2048), NewBatch(8, 2048)
+				dst := b.LocalAddr().(*net.UDPAddr).AddrPort()
+				for i := range 5 {
+					wb.Lens[i] = 10 + i
+					wb.Addrs[i] = dst
+					wb.Bufs[i][0] = byte(i)
+				}
+				fallbackV6 := false
+				ra.Control(func(fd uintptr) { fallbackV6 = isV6(fd) })
+				if IsV6(a) != (tc.network == "udp6") || fallbackV6 != IsV6(a) {
+					t.Fatalf("IsV6 = %t (fallback's: %t) on %s", IsV6(a), fallbackV6, tc.network)
+				}
+				if n, err := im.write(ra, IsV6(a), wb, 5); n != 5 || err != nil {
+					t.Fatalf("write: %d %v", n, err)
+				}
+				got := 0
+				for got < 5 {
+					n, err := im.read(rb, in)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i := 0; i < n; i++ {
+						if in.Lens[i] != 10+got || in.Bufs[i][0] != byte(got) || in.Addrs[i] != a.LocalAddr().(*net.UDPAddr).AddrPort() || in.Trunc[i] {
+							t.Fatalf("datagram %d: len %d first %d from %s", got, in.Lens[i], in.Bufs[i][0], in.Addrs[i])
+						}
+						got++
+					}
+				}
+				if !im.noAllocs {
+					return
+				}
+				allocs := testing.AllocsPerRun(100, func() {
+					wb.Lens[0] = 10
+					im.write(ra, false, wb, 1)
+					im.read(rb, in)
+				})
+				if allocs != 0 {
+					t.Fatalf("%v allocations per batch", allocs)
+				}
+			})
+		}
+	}
+}
+
+// An IPv4 destination on a dual-stack (AF_INET6) socket goes out IPv4-mapped, and the
+// answer's source reads back as plain IPv4.
+func TestIPv4OnDualStackSocket(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6unspecified})
+			if err != nil {
+				t.Skipf("no dual-stack socket: %v", err)
+			}
+			defer a.Close()
+			_, b := pair(t, "udp4", "127.0.0.1")
+			if !IsV6(a) {
+				t.Skip("the system gave an IPv4 socket for [::]")
+			}
 			ra, _ := a.SyscallConn()
 			rb, _ := b.SyscallConn()
-			w, r := NewWriter(), NewReader()
-			wb, in := NewBatch(8, 2048), NewBatch(8, 2048)
-			dst := b.LocalAddr().(*net.UDPAddr).AddrPort()
-			for i := range 5 {
-				wb.Lens[i] = 10 + i
-				wb.Addrs[i] = dst
-				wb.Bufs[i][0] = byte(i)
-			}
-			if n, err := w.Write(ra, IsV6(a), wb, 5); n != 5 || err != nil {
+			wb, in := NewBatch(1, 64), NewBatch(1, 64)
+			wb.Lens[0], wb.Addrs[0] = 7, b.LocalAddr().(*net.UDPAddr).AddrPort()
+			if n, err := im.write(ra, true, wb, 1); n != 1 || err != nil {
 				t.Fatalf("write: %d %v", n, err)
 			}
+			n, err := im.read(rb, in)
+			if err != nil || n != 1 || in.Lens[0] != 7 || !in.Addrs[0].Addr().Is4() {
+				t.Fatalf("read: %d %v from %s", n, err, in.Addrs[0])
+			}
+		})
+	}
+}
+
+// TryRead, inside a caller's own callback, reads what is queued and says EAGAIN when
+// nothing is, so that the caller waits for the socket instead of spinning.
+func TestTryRead(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			a, b := pair(t, "udp4", "127.0.0.1")
+			rb, _ := b.SyscallConn()
+			in := NewBatch(8, 64)
+			try := func() (n int, err error) {
+				rb.Control(func(fd uintptr) { n, err = im.tryRead(fd, in) })
+				return n, err
+			}
+			if n, err := try(); n != 0 || !errors.Is(err, syscall.EAGAIN) {
+				t.Fatalf("empty socket: %d %v, want EAGAIN", n, err)
+			}
+			for i := range 3 {
+				a.WriteTo([]byte{byte(i)}, b.LocalAddr())
+			}
 			got := 0
-			for got < 5 {
-				n, err := r.Read(rb, in)
-				if err != nil {
+			for deadline := time.Now().Add(5 * time.Second); got < 3 && time.Now().Before(deadline); {
+				n, err := try()
+				if err != nil && !errors.Is(err, syscall.EAGAIN) {
 					t.Fatal(err)
 				}
 				for i := 0; i < n; i++ {
-					if in.Lens[i] != 10+got || in.Bufs[i][0] != byte(got) || in.Addrs[i] != a.LocalAddr().(*net.UDPAddr).AddrPort() {
-						t.Fatalf("datagram %d: len %d first %d from %s", got, in.Lens[i], in.Bufs[i][0], in.Addrs[i])
+					if in.Lens[i] != 1 || in.Bufs[i][0] != byte(got) {
+						t.Fatalf("datagram %d: %v", got, in.Bufs[i][:in.Lens[i]])
 					}
 					got++
 				}
 			}
-			allocs := testing.AllocsPerRun(100, func() {
-				wb.Lens[0] = 10
-				w.Write(ra, false, wb, 1)
-				r.Read(rb, in)
-			})
-			if allocs != 0 {
-				t.Fatalf("%v allocations per batch", allocs)
+			if got != 3 {
+				t.Fatalf("read %d of 3 datagrams", got)
 			}
 		})
 	}
@@ -66,15 +166,79 @@ func TestBatchRoundTrip(t *testing.T) {
 
 // A truncated datagram is flagged, never passed off as whole.
 func TestTruncationFlagged(t *testing.T) {
-	a, b := pair(t, "udp4", "127.0.0.1")
-	if _, err := a.WriteTo(make([]byte, 300), b.LocalAddr()); err != nil {
-		t.Fatal(err)
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			a, b := pair(t, "udp4", "127.0.0.1")
+			if _, err := a.WriteTo(make([]byte, 300), b.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			rb, _ := b.SyscallConn()
+			in := NewBatch(2, 100)
+			n, err := im.read(rb, in)
+			if err != nil || n != 1 || !in.Trunc[0] {
+				t.Fatalf("n %d trunc %v err %v", n, in.Trunc[0], err)
+			}
+		})
 	}
-	rb, _ := b.SyscallConn()
-	in := NewBatch(2, 100)
-	n, err := NewReader().Read(rb, in)
-	if err != nil || n != 1 || !in.Trunc[0] {
-		t.Fatalf("n %d trunc %v err %v", n, in.Trunc[0], err)
+}
+
+// A datagram the system refuses (here, one longer than UDP can carry) is skipped; the rest
+// of the batch still goes, and the error is reported with the count.
+func TestRefusedDatagramSkipped(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			a, b := pair(t, "udp4", "127.0.0.1")
+			ra, _ := a.SyscallConn()
+			rb, _ := b.SyscallConn()
+			wb, in := NewBatch(3, 0), NewBatch(4, 2048)
+			dst := b.LocalAddr().(*net.UDPAddr).AddrPort()
+			wb.Bufs[0], wb.Bufs[1], wb.Bufs[2] = []byte("first"), make([]byte, 70000), []byte("third")
+			for i := range 3 {
+				wb.Lens[i], wb.Addrs[i] = len(wb.Bufs[i]), dst
+			}
+			n, err := im.write(ra, false, wb, 3)
+			if n != 2 || err == nil {
+				t.Fatalf("write: %d sent, %v; want 2 and the refusal", n, err)
+			}
+			var got []string
+			for len(got) < 2 {
+				k, err := im.read(rb, in)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := 0; i < k; i++ {
+					got = append(got, string(in.Bufs[i][:in.Lens[i]]))
+				}
+			}
+			if got[0] != "first" || got[1] != "third" {
+				t.Fatalf("received %q", got)
+			}
+		})
+	}
+}
+
+// A read blocked on a socket returns net.ErrClosed when the socket is closed.
+func TestReadUnblocksOnClose(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			_, b := pair(t, "udp4", "127.0.0.1")
+			rb, _ := b.SyscallConn()
+			done := make(chan error, 1)
+			go func() {
+				_, err := im.read(rb, NewBatch(2, 64))
+				done <- err
+			}()
+			time.Sleep(20 * time.Millisecond)
+			b.Close()
+			select {
+			case err := <-done:
+				if !errors.Is(err, net.ErrClosed) {
+					t.Fatalf("read after close: %v", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("read still blocked after close")
+			}
+		})
 	}
 }
 
