@@ -91,6 +91,13 @@ func startFerry(t *testing.T, yaml string, env ...string) *ferryProc {
 	return startFerryAt(t, filepath.Join(dir, "ferry.yaml"), filepath.Join(dir, "data"), yaml, env...)
 }
 
+// startFerryIn is startFerry with dir/ferry.yaml and dir/data: a restart keeps the data
+// directory (secrets, room signing key).
+func startFerryIn(t *testing.T, dir, yaml string, env ...string) *ferryProc {
+	t.Helper()
+	return startFerryAt(t, filepath.Join(dir, "ferry.yaml"), filepath.Join(dir, "data"), yaml, env...)
+}
+
 // startFerryAt is startFerry with the configuration file and data directory given: tests
 // that rewrite the file for a reload, or prepare the directory.
 func startFerryAt(t *testing.T, cfg, dataDir, yaml string, env ...string) *ferryProc {

@@ -177,8 +177,9 @@ type Config struct {
 	Access AccessSink
 	// Now is the clock; nil means time.Now (or Rooms.Clock when rooms are on).
 	Now func() time.Time
-	// Rooms, if not nil, turns on consultation rooms: POST /v1/rooms and
-	// GET /v1/rooms/{room}/ws.
+	// Rooms, if not nil, turns on consultation rooms: POST /v1/rooms,
+	// GET /v1/rooms/{room}/ws, GET /v1/rooms/{room}/ice-servers and (with Rooms.Page) the
+	// consultation page at /r/{room}.
 	Rooms *RoomsConfig
 }
 
@@ -227,6 +228,7 @@ func NewHandler(cfg Config) *Handler {
 	if h.cfg.Rooms != nil {
 		h.mux.HandleFunc("/v1/rooms", h.createRoom)
 		h.mux.HandleFunc("GET /v1/rooms/{room}/ws", h.serveRoomWS)
+		h.pageRoutes(h.cfg.Rooms.Page)
 	}
 	h.mux.Handle("/healthz", metrics.HealthHandler())
 	h.mux.Handle("/readyz", metrics.ReadyHandler(cfg.Ready))
@@ -270,6 +272,15 @@ func routeLabel(path string) string {
 	}
 	if strings.HasPrefix(path, "/v1/rooms/") && strings.HasSuffix(path, "/ws") {
 		return "/v1/rooms/ws"
+	}
+	if strings.HasPrefix(path, "/v1/rooms/") && strings.HasSuffix(path, "/ice-servers") {
+		return "/v1/rooms/ice-servers"
+	}
+	if strings.HasPrefix(path, "/r/") {
+		return "/r"
+	}
+	if strings.HasPrefix(path, "/assets/") {
+		return "/assets"
 	}
 	return "other"
 }
