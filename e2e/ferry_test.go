@@ -80,7 +80,9 @@ type ferryProc struct {
 	stopOnce  sync.Once
 }
 
-var servingLine = regexp.MustCompile(`udp_ports="?(\d*)"? tcp_ports="?(\d*)"? tls_ports="?(\d*)"? http_port="?(\d*)"? admin_port="?(\d*)`)
+// servingLine finds the ports in the "ferry serving" line; a transport with several ports
+// lists them with commas (its first is taken).
+var servingLine = regexp.MustCompile(`udp_ports="?([\d,]*)"? tcp_ports="?([\d,]*)"? tls_ports="?([\d,]*)"? http_port="?(\d*)"? admin_port="?(\d*)`)
 
 // startFerry runs `ferry serve --config <yaml>` with a fresh data directory and waits for it
 // to serve. Listen addresses in yaml use port 0; the chosen ports come from the log line.
@@ -147,9 +149,9 @@ func startFerryAt(t *testing.T, cfg, dataDir, yaml string, env ...string) *ferry
 	}()
 	select {
 	case m := <-ready:
-		p.udpPort, _ = strconv.Atoi(m[1])
-		p.tcpPort, _ = strconv.Atoi(m[2])
-		p.tlsPort, _ = strconv.Atoi(m[3])
+		p.udpPort = firstPort(m[1])
+		p.tcpPort = firstPort(m[2])
+		p.tlsPort = firstPort(m[3])
 		p.httpPort, _ = strconv.Atoi(m[4])
 		p.adminPort, _ = strconv.Atoi(m[5])
 	case <-p.exited:
@@ -158,6 +160,13 @@ func startFerryAt(t *testing.T, cfg, dataDir, yaml string, env ...string) *ferry
 		t.Fatalf("ferry did not start\n%s", p.log.String())
 	}
 	return p
+}
+
+// firstPort returns the first of a comma-separated list of ports, or 0.
+func firstPort(list string) int {
+	first, _, _ := strings.Cut(list, ",")
+	n, _ := strconv.Atoi(first)
+	return n
 }
 
 // stop sends SIGINT (stop now: no drain) and waits; ferry must exit 0.
