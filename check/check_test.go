@@ -77,7 +77,9 @@ func TestVerifyCertificate(t *testing.T) {
 	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	roots, leaf := certChain(t, start, "turn.clinic.test", "192.0.2.10")
 	cs := tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}}
-	at := func(d time.Duration) Options { return Options{RootCAs: roots, Now: func() time.Time { return start.Add(d) }} }
+	at := func(d time.Duration) Options {
+		return Options{RootCAs: roots, Now: func() time.Time { return start.Add(d) }}
+	}
 
 	c, err := verify(cs, "turn.clinic.test", at(24*time.Hour))
 	if err != nil || !c.Verified || c.DaysLeft != 6 || !slices.Equal(c.Chain, []string{"turn.clinic.test", "Test Root"}) ||

@@ -393,3 +393,50 @@ userdb=%s
 	t.Fatalf("coturn does not answer a Binding request on port %d; its log:\n%s", port, log)
 	return 0
 }
+
+// The /check page, opened from a `ferry check-link` link in Chromium against a Ferry on
+// loopback with rooms turned off (the page works on its own), reports a relay candidate for
+// UDP, TCP and TLS with its time, lists the candidates, and writes the report for IT.
+func TestCheckPageInChromium(t *testing.T) {
+	e := startPageFerry(t, "  enabled: false\n")
+	cmd := exec.Command(ferryBinary(t), "check-link", "--json", "--ttl", "1h", "--config", e.cfg, "--data-dir", e.p.dataDir)
+	cmd.Env = append(os.Environ(), "FERRY_HTTP_LISTEN=127.0.0.1:0")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ferry check-link: %v\n%s", err, out)
+	}
+	var link signaling.CheckLink
+	if err := json.Unmarshal(out, &link); err != nil || !strings.Contains(link.URL, "/check#t=") {
+		t.Fatalf("ferry check-link --json: %v\n%s", err, out)
+	}
+	tb := openTab(t, "it", browserOpts{spki: e.spki, width: 1024, height: 900})
+	tb.navigate(e.base + link.URL[strings.Index(link.URL, "/check#"):])
+	tb.waitJS(`document.body.dataset.state === 'done'`, 20*time.Second, "the check finished")
+	type row struct {
+		Transport, Port, OK, Ms string
+	}
+	rows, err := evalJS[[]row](tb, `[...document.querySelectorAll('#rows tr')].map((r) => ({transport: r.dataset.transport, port: r.dataset.port, ok: r.dataset.ok, ms: r.dataset.ms || ''}))`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, r := range rows {
+		ms, _ := strconv.Atoi(r.Ms)
+		if r.OK != "true" || ms <= 0 || ms > 6000 {
+			t.Errorf("%s %s: ok %s after %s ms", r.Transport, r.Port, r.OK, r.Ms)
+		}
+		got[r.Transport] = true
+	}
+	if len(rows) != 3 || !got["udp"] || !got["tcp"] || !got["tls"] {
+		t.Fatalf("rows %+v", rows)
+	}
+	verdict := tb.eval(`document.querySelector('[data-testid=verdict]').dataset.result`)
+	relays := tb.eval(`[...document.querySelectorAll('#cands tr[data-type=relay]')].map((r) => r.children[3].textContent).sort().join(',')`)
+	report := tb.eval(`document.querySelector('[data-testid=report]').textContent`).(string)
+	if verdict != "good" || relays != "tcp,tls,udp" || !strings.Contains(report, fmt.Sprintf("TLS %d", e.p.tlsPort)) ||
+		!strings.Contains(report, "relay candidate after") {
+		t.Fatalf("verdict %v, relay protocols %v, report:\n%s", verdict, relays, report)
+	}
+	t.Logf("check page report:\n%s", report)
+	noErrs(t, tb)
+}
