@@ -104,6 +104,13 @@ func startFerryIn(t *testing.T, dir, yaml string, env ...string) *ferryProc {
 // that rewrite the file for a reload, or prepare the directory.
 func startFerryAt(t *testing.T, cfg, dataDir, yaml string, env ...string) *ferryProc {
 	t.Helper()
+	return startFerryWrapped(t, nil, cfg, dataDir, yaml, env...)
+}
+
+// startFerryWrapped is startFerryAt with ferry run through wrap, a command prefix that execs
+// it (such as `ip netns exec NAME`: the process is still ferry's, for signals).
+func startFerryWrapped(t *testing.T, wrap []string, cfg, dataDir, yaml string, env ...string) *ferryProc {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test (-short)")
 	}
@@ -111,7 +118,8 @@ func startFerryAt(t *testing.T, cfg, dataDir, yaml string, env ...string) *ferry
 		t.Fatal(err)
 	}
 	p := &ferryProc{log: &syncBuffer{}, dataDir: dataDir, exited: make(chan struct{})}
-	p.cmd = exec.Command(ferryBinary(t), "serve", "--config", cfg, "--data-dir", p.dataDir)
+	args := append(append([]string(nil), wrap...), ferryBinary(t), "serve", "--config", cfg, "--data-dir", p.dataDir)
+	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Env = os.Environ()
 	// No fixed ports in tests: the HTTP and admin listeners are off unless yaml sets them.
 	if !strings.Contains(yaml, "http:") {
