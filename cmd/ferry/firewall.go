@@ -245,7 +245,7 @@ func (p fwPlan) write(w io.Writer) error {
 	if p.PublicHost != "" {
 		name = p.PublicHost + " (" + name + ")"
 	}
-	fmt.Fprintf(w, "# Firewall rules for Ferry at %s (ferry firewall)\n\n", name)
+	fmt.Fprintf(w, "# Firewall rules for Ferry at %s, printed by ferry firewall\n\n", name)
 	fmt.Fprintln(w, "## A clinic's firewall: allow outbound from the clinic's network to these destinations.")
 	fmt.Fprintln(w, "## The required rows alone carry calls; the recommended ones make them better.")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
