@@ -362,13 +362,6 @@ func (h *helperProc) next(t *testing.T, kind string, timeout time.Duration) stri
 	return ""
 }
 
-func (h *helperProc) send(t *testing.T, line string) {
-	t.Helper()
-	if _, err := io.WriteString(h.in, line+"\n"); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // close ends the helper (its stdin first; killed if it lingers) and waits for it.
 func (h *helperProc) close() {
 	_ = h.in.Close()
