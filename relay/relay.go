@@ -41,12 +41,74 @@ const (
 	DefaultNonceLifetime       = control.DefaultNonceLifetime
 	DefaultMaxAllocationAge    = 12 * time.Hour
 	DefaultMaxPermissions      = control.DefaultMaxPermissions
+	DefaultMaxChannels         = control.DefaultMaxChannels
 	DefaultMaxConnectionsPerIP = listen.DefaultMaxConnectionsPerIP
 	DefaultMaxConnections      = listen.DefaultMaxConnections
 	DefaultUnauthRate          = control.DefaultUnauthRate
 	DefaultUnauthBurst         = control.DefaultUnauthBurst
 	DefaultSweepInterval       = time.Second
+	// DefaultMaxAllocationsPerUser: a browser allocates once per TURN URL it is given (Ferry
+	// hands out up to three: UDP, TCP, TLS) and per network interface, and an ICE restart
+	// allocates again before the old allocations go.
+	DefaultMaxAllocationsPerUser = 8
+	// DefaultBitrateBurst is the depth of the bandwidth caps' buckets, as time at their rate.
+	DefaultBitrateBurst = 200 * time.Millisecond
 )
+
+// Limits are the quotas, bandwidth caps and paces of a Server: what one client, one user
+// or everyone together may take. Config carries the first ones; SetLimits replaces them while
+// the server runs (a configuration reload), without touching live allocations.
+type Limits struct {
+	// MaxAllocations caps live allocations in total; beyond, Allocate gets 486 (RFC 8656
+	// §7.2). Zero means no cap: the relay port range still bounds them (508 when full).
+	MaxAllocations int
+	// MaxAllocationsPerUser caps the live allocations of one user id (the part of a REST
+	// username after the first ':', a static user's name; a credential without a user id
+	// counts as a user of its own); beyond, 486. Zero means DefaultMaxAllocationsPerUser (8),
+	// negative no cap.
+	MaxAllocationsPerUser int
+	// MaxPermissions caps the peer IP addresses one allocation holds permissions for, and
+	// MaxChannels its channel bindings; beyond, 508 (RFC 8656 §9.2, §12.2). Zero means 64.
+	MaxPermissions, MaxChannels int
+	// AllocationBitrate, UserBitrate and TotalBitrate cap relayed payload in bits per second,
+	// in each direction: of one allocation, of all allocations of one user id, and of the
+	// whole server. Zero means no cap. Packets over a cap are dropped and counted
+	// (ferry_turn_dropped_packets_total), never queued; the allocation lives on.
+	AllocationBitrate, UserBitrate, TotalBitrate int64
+	// BitrateBurst is the depth of each cap's token bucket as time at its rate (at least
+	// 16 KiB), so that a video key frame passes; zero means DefaultBitrateBurst (200 ms).
+	BitrateBurst time.Duration
+	// UnauthRate (answers per second) and UnauthBurst pace answers sent without credentials
+	// over UDP per source address (an IPv6 /64 counts as one). Zero means the defaults
+	// (100/s, 1000); a negative rate turns pacing off.
+	UnauthRate  float64
+	UnauthBurst int
+}
+
+// control returns the limits as the control plane takes them, defaults resolved.
+func (l Limits) control() control.Limits {
+	perUser := cmp.Or(l.MaxAllocationsPerUser, DefaultMaxAllocationsPerUser)
+	if perUser < 0 {
+		perUser = 0
+	}
+	return control.Limits{MaxAllocations: max(l.MaxAllocations, 0), MaxAllocationsPerUser: perUser,
+		MaxPermissions: l.MaxPermissions, MaxChannels: l.MaxChannels,
+		Bandwidth: alloc.Caps{AllocationBitrate: l.AllocationBitrate, UserBitrate: l.UserBitrate,
+			TotalBitrate: l.TotalBitrate, Burst: cmp.Or(l.BitrateBurst, DefaultBitrateBurst)},
+		UnauthRate: l.UnauthRate, UnauthBurst: l.UnauthBurst}
+}
+
+// validate reports what is wrong with the limits.
+func (l Limits) validate() []error {
+	var errs []error
+	if l.MaxPermissions < 0 || l.MaxChannels < 0 || l.UnauthBurst < 0 {
+		errs = append(errs, errors.New("relay: permission, channel and burst limits cannot be negative"))
+	}
+	if l.AllocationBitrate < 0 || l.UserBitrate < 0 || l.TotalBitrate < 0 || l.BitrateBurst < 0 {
+		errs = append(errs, errors.New("relay: bandwidth caps cannot be negative"))
+	}
+	return errs
+}
 
 // Config configures a Server. The caller (cmd/ferry, tests, benchmarks) opens the listening
 // sockets; the Server opens relay sockets in [PortMin, PortMax] on the relay IPs itself.
@@ -104,9 +166,8 @@ type Config struct {
 	// MaxAllocationAge ends every allocation at this age; credentials that expire during a
 	// call are honoured until then. Zero means DefaultMaxAllocationAge.
 	MaxAllocationAge time.Duration
-	// MaxPermissions caps the peer IP addresses one allocation may hold permissions for,
-	// and its channel bindings; beyond, 508 (RFC 8656 §9.2). Zero means 64.
-	MaxPermissions int
+	// Limits are the quotas, bandwidth caps and paces (SetLimits changes them later).
+	Limits
 	// IdleTimeout closes a TCP/TLS connection that has no allocation this long after it
 	// opened (or its allocation ended), however slowly it trickles bytes. Zero means 60 s.
 	IdleTimeout time.Duration
@@ -114,14 +175,6 @@ type Config struct {
 	// included) per source IP and in total; beyond, new connections are closed at once.
 	// Zero means the defaults; negative means no cap.
 	MaxConnectionsPerIP, MaxConnections int
-	// MaxAllocations caps concurrent allocations (0: no cap); MaxAllocationsPerUser caps
-	// them per user id (0: no cap). Excess Allocate requests get 486 (RFC 8656 §7.2).
-	MaxAllocations, MaxAllocationsPerUser int
-	// UnauthRate (per second) and UnauthBurst bound unauthenticated responses per source IP.
-	// Zero means the defaults; a negative rate disables the limit.
-	UnauthRate  float64
-	UnauthBurst int
-
 	// Events receives allocation lifecycle events (the allocation log); nil discards them.
 	Events EventSink
 	// Registerer receives the relay's metrics; nil means a private registry. A failed New
@@ -190,11 +243,10 @@ func build(cfg Config, reg prometheus.Registerer) (*Server, error) {
 	ctrl, err := control.New(control.Config{Realm: cfg.Realm, Auth: cfg.Auth, Table: table, Stats: st,
 		NonceLifetime: cfg.NonceLifetime, DefaultLifetime: cfg.AllocationLifetime, MaxLifetime: cfg.MaxLifetime,
 		PermissionLifetime: cfg.PermissionLifetime, ChannelLifetime: cfg.ChannelLifetime,
-		Limits: control.Limits{MaxPermissions: cfg.MaxPermissions, MaxAllocations: cfg.MaxAllocations,
-			MaxAllocationsPerUser: cfg.MaxAllocationsPerUser},
+		Limits:         cfg.Limits.control(),
 		TCPAllocations: cfg.TCPAllocations, LegacyChannelNumbers: cfg.LegacyChannelNumbers,
 		StrictAddressFamily: cfg.StrictAddressFamily || !cfg.RelayIPv6.IsValid(),
-		UnauthRate:          cfg.UnauthRate, UnauthBurst: cfg.UnauthBurst, Now: cfg.Now, Logger: cfg.Logger})
+		Now:                 cfg.Now, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -246,6 +298,7 @@ func (c *Config) validate() error {
 	if (c.PortMin != 0 || c.PortMax != 0) && (c.PortMin == 0 || c.PortMin > c.PortMax) {
 		errs = append(errs, fmt.Errorf("relay: bad relay port range %d-%d", c.PortMin, c.PortMax))
 	}
+	errs = append(errs, c.Limits.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -331,13 +384,21 @@ func (s *Server) sweeper(interval time.Duration) {
 	}
 }
 
-// Sweep ends allocations whose lifetime ran out or that reached the maximum age, removes
-// expired permissions and channel bindings (by the injected clock) and forgets idle
-// rate-limit state. A goroutine calls it every SweepInterval; tests call it after moving
-// a fake clock.
-func (s *Server) Sweep() {
-	s.table.Sweep()
-	s.control.Sweep()
+// Sweep ends allocations whose lifetime ran out or that reached the maximum age, and removes
+// expired permissions and channel bindings (by the injected clock). A goroutine calls it
+// every SweepInterval; tests call it after moving a fake clock.
+func (s *Server) Sweep() { s.table.Sweep() }
+
+// SetLimits replaces the quotas, bandwidth caps and paces while the server runs (a
+// configuration reload). Requests and batches of data see the old or the new limits, never a
+// mix; live allocations keep what they hold beyond a lowered quota. It returns an error,
+// and changes nothing, when l is invalid.
+func (s *Server) SetLimits(l Limits) error {
+	if errs := l.validate(); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	s.control.SetLimits(l.control())
+	return nil
 }
 
 // Close stops the server: it ends every allocation (end reason "shutdown"), closes the

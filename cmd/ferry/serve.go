@@ -183,10 +183,8 @@ func (st *startup) startRelay(context.Context) error {
 		LegacyChannelNumbers: f.Relay.LegacyChannels, NoPacketMetrics: !f.Relay.PacketMetrics,
 		RelaySocketBuffer: int(f.Relay.SocketBuffer), NoGSO: !f.Relay.UDPGSO,
 		NonceLifetime: f.TURN.NonceLifetime, MaxLifetime: f.Relay.MaxLifetime,
-		MaxAllocationAge: f.Relay.MaxAllocationAge, MaxAllocations: f.Relay.MaxAllocations,
-		MaxAllocationsPerUser: f.Relay.MaxAllocationsUser, MaxPermissions: f.Relay.MaxPermissions,
+		MaxAllocationAge: f.Relay.MaxAllocationAge, Limits: relayLimits(f),
 		MaxConnectionsPerIP: f.Relay.MaxConnectionsPerIP, MaxConnections: f.Relay.MaxConnections,
-		UnauthRate: f.Relay.UnauthRate, UnauthBurst: f.Relay.UnauthBurst,
 		Registerer: st.reg, Logger: st.log, Events: st.events,
 	})
 	if err != nil {
