@@ -203,3 +203,42 @@ func TestAllocationFloodStopsAtUserQuota(t *testing.T) {
 		t.Fatalf("%d allocations live", env.srv.AllocationCount())
 	}
 }
+
+// SetLimits changes the quotas, caps and paces of a running server (a configuration reload):
+// the next request obeys them, live allocations keep what they hold, the gauges follow, and
+// invalid limits change nothing.
+func TestSetLimitsWhileRunning(t *testing.T) {
+	env := newTestEnv(t)
+	first, _ := env.allocated(t, "udp", "carol")
+	env.allocated(t, "udp", "carol")
+	if err := env.srv.SetLimits(Limits{MaxAllocationsPerUser: 1, TotalBitrate: 5_000_000, MaxChannels: 2}); err != nil {
+		t.Fatal(err)
+	}
+	cred := env.cred(t, "carol", time.Hour)
+	if code, _ := env.dial(t, "udp").allocate(cred.Username, cred.Password); code != 486 {
+		t.Fatalf("carol's 3rd allocation after the quota went to 1: %d, want 486", code)
+	}
+	if code, _ := first.do(stun.MethodRefresh); code != 0 {
+		t.Fatalf("a live allocation over the new quota: %d", code)
+	}
+	for kind, want := range map[string]float64{"per_user": 1, "channels": 2, "permissions": DefaultMaxPermissions} {
+		if got := env.metric(t, "ferry_turn_allocation_limit", "kind", kind); got != want {
+			t.Errorf("ferry_turn_allocation_limit{kind=%q} = %v, want %v", kind, got, want)
+		}
+	}
+	if got := env.metric(t, "ferry_turn_bandwidth_limit_bits_per_second", "scope", "server"); got != 5e6 {
+		t.Errorf("server bandwidth gauge %v", got)
+	}
+	if err := env.srv.SetLimits(Limits{AllocationBitrate: -1}); err == nil {
+		t.Fatal("a negative cap was taken")
+	}
+	if got := env.metric(t, "ferry_turn_allocation_limit", "kind", "per_user"); got != 1 {
+		t.Fatalf("invalid limits changed the quota: %v", got)
+	}
+	if err := env.srv.SetLimits(Limits{}); err != nil { // the defaults again
+		t.Fatal(err)
+	}
+	if code, _ := env.dial(t, "udp").allocate(cred.Username, cred.Password); code != 0 {
+		t.Fatalf("after the default quota came back: %d", code)
+	}
+}

@@ -5,12 +5,14 @@
 //
 //	internal/control  the control plane: decodes, authenticates and answers requests
 //	internal/alloc    the allocation table and data path: allocations by 5-tuple, their
-//	                  permissions, channels, relay sockets and traffic (Allocation.account
-//	                  is the one place every relayed batch passes: caps go there)
+//	                  permissions, channels, relay sockets and traffic, the quotas; the
+//	                  bandwidth caps apply in Allocation.account, which every relayed batch
+//	                  passes once
 //	internal/listen   client-facing sockets: UDP readers, TCP/TLS framing, connection caps
 //	internal/sockopt  socket options: SO_REUSEPORT groups, buffers
 //	internal/wire     leaf: STUN/TURN framing on the data path, without allocating
 //	internal/policy   leaf: which peer addresses may be reached
+//	internal/bucket   leaf: the lock-free token bucket of caps and paces
 //	internal/stats    leaf: the Prometheus collectors
 package relay
 
@@ -390,9 +392,10 @@ func (s *Server) sweeper(interval time.Duration) {
 func (s *Server) Sweep() { s.table.Sweep() }
 
 // SetLimits replaces the quotas, bandwidth caps and paces while the server runs (a
-// configuration reload). Requests and batches of data see the old or the new limits, never a
-// mix; live allocations keep what they hold beyond a lowered quota. It returns an error,
-// and changes nothing, when l is invalid.
+// configuration reload). Each request's quota check and each batch of data sees the old or
+// the new limits; live allocations keep what they hold beyond a lowered quota, and a lowered
+// bandwidth cap holds from the next batch. It returns an error, and changes nothing, when l
+// is invalid.
 func (s *Server) SetLimits(l Limits) error {
 	if errs := l.validate(); len(errs) > 0 {
 		return errors.Join(errs...)
