@@ -13,13 +13,14 @@ PORTABLE    ?= ./cmd/... ./relay/... ./config/... ./auth/... ./signaling/... ./m
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test test-deps test-short fuzz lint bench clean
+.PHONY: help build run test test-deps test-short test-browser test-b08-quick screenshots fuzz lint bench clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## Build bin/ferry
-	$(GO) build -o bin/ferry ./cmd/ferry
+build: ## Build bin/ferry (the first build compiles every dependency: minutes; each package is listed)
+	@echo "go build -o bin/ferry ./cmd/ferry: the first build compiles every dependency (a few minutes on 2 CPUs), listing each package as it goes; later builds take seconds"
+	$(GO) build -v -o bin/ferry ./cmd/ferry
 
 run: build ## Build and run ferry serve (embedded default config unless ARGS="--config file")
 	exec bin/ferry serve $(ARGS)
@@ -29,6 +30,16 @@ test: test-deps ## Run every test with the race detector (installs coturn's clie
 
 test-deps: ## Install the real clients the tests drive (Debian packages), if missing
 	@./.ci/test-deps
+
+test-browser: test-deps ## Run the consultation page's browser tests only (headless Chromium)
+	$(GO) test -race -count=1 -timeout 15m -run 'TestPage|TestB0[1-9]|TestB1[0-9]' -v ./e2e/
+
+test-b08-quick: test-deps ## B08 with a 20 MB file instead of 500 MB (E2E_B08_BYTES)
+	E2E_B08_BYTES=20000000 $(GO) test -race -count=1 -timeout 15m -run 'TestB08' -v ./e2e/
+
+screenshots: test-deps ## Save the page's screenshots (waiting room, call, screen share) to bin/screenshots
+	E2E_SCREENSHOTS=$(CURDIR)/bin/screenshots $(GO) test -count=1 -run 'TestPageCall$$' ./e2e/
+	@ls bin/screenshots
 
 test-short: ## Run the unit tests only (no end-to-end tests, no external programs)
 	$(GO) test -short -count=1 ./...

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -90,17 +91,37 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Authenticator issues and verifies long-term credentials. It is safe for concurrent use.
+// Authenticator issues and verifies long-term credentials. It is safe for concurrent use,
+// also with Update, which replaces what it verifies while it runs.
 type Authenticator struct {
+	st  atomic.Pointer[authState]
+	now func() time.Time
+}
+
+// authState is what an Authenticator verifies with: never changed once stored, replaced
+// whole by Update.
+type authState struct {
 	secrets []string
 	static  map[string]string
 	maxTTL  time.Duration
 	skew    time.Duration
-	now     func() time.Time
 }
 
 // New returns an Authenticator, or an error when cfg cannot verify anything.
 func New(cfg Config) (*Authenticator, error) {
+	st, err := newState(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a := &Authenticator{now: cfg.Now}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	a.st.Store(st)
+	return a, nil
+}
+
+func newState(cfg Config) (*authState, error) {
 	if len(cfg.Secrets) == 0 && len(cfg.StaticUsers) == 0 {
 		return nil, errors.New("auth: no secrets and no static users configured")
 	}
@@ -112,25 +133,30 @@ func New(cfg Config) (*Authenticator, error) {
 	if cfg.MaxTTL <= 0 {
 		return nil, fmt.Errorf("auth: max TTL must be positive, got %s", cfg.MaxTTL)
 	}
-	now := cfg.Now
-	if now == nil {
-		now = time.Now
-	}
 	static := make(map[string]string, len(cfg.StaticUsers))
 	for name, pw := range cfg.StaticUsers {
 		static[name] = pw
 	}
-	return &Authenticator{
-		secrets: append([]string(nil), cfg.Secrets...),
-		static:  static,
-		maxTTL:  cfg.MaxTTL,
-		skew:    cfg.ClockSkew,
-		now:     now,
-	}, nil
+	return &authState{secrets: append([]string(nil), cfg.Secrets...), static: static,
+		maxTTL: cfg.MaxTTL, skew: cfg.ClockSkew}, nil
+}
+
+// Update replaces the secrets, static users, MaxTTL and ClockSkew (cfg.Now is ignored: the
+// clock stays) at once, for a configuration reload. Every Issue and Lookup sees either the
+// old or the new settings, never a mix. A bad cfg returns New's error and changes nothing.
+// Allocations keep the long-term key they were created with, so a removed secret does not
+// end them (relay).
+func (a *Authenticator) Update(cfg Config) error {
+	st, err := newState(cfg)
+	if err != nil {
+		return err
+	}
+	a.st.Store(st)
+	return nil
 }
 
 // MaxTTL returns the longest lifetime Issue hands out.
-func (a *Authenticator) MaxTTL() time.Duration { return a.maxTTL }
+func (a *Authenticator) MaxTTL() time.Duration { return a.st.Load().maxTTL }
 
 // Credential is a TURN REST credential pair.
 type Credential struct {
@@ -148,21 +174,22 @@ type Credential struct {
 // at most MaxTTL). userID may contain ':' but no control characters, is valid UTF-8 and at most
 // MaxUserIDLen bytes. Errors: ErrBadUserID, ErrBadTTL, ErrUnknownUser when no secret exists.
 func (a *Authenticator) Issue(userID string, ttl time.Duration) (Credential, error) {
-	if len(a.secrets) == 0 {
+	st := a.st.Load()
+	if len(st.secrets) == 0 {
 		return Credential{}, fmt.Errorf("%w: no REST secret configured", ErrUnknownUser)
 	}
 	if err := ValidateUserID(userID); err != nil {
 		return Credential{}, err
 	}
-	if ttl <= 0 || ttl > a.maxTTL {
-		return Credential{}, fmt.Errorf("%w: %s is not in (0, %s]", ErrBadTTL, ttl, a.maxTTL)
+	if ttl <= 0 || ttl > st.maxTTL {
+		return Credential{}, fmt.Errorf("%w: %s is not in (0, %s]", ErrBadTTL, ttl, st.maxTTL)
 	}
 	secs := int64((ttl + time.Second - 1) / time.Second)
 	expires := a.now().Unix() + secs
 	username := strconv.FormatInt(expires, 10) + ":" + userID
 	return Credential{
 		Username: username,
-		Password: RESTPassword(a.secrets[0], username),
+		Password: RESTPassword(st.secrets[0], username),
 		Expires:  time.Unix(expires, 0).UTC(),
 		TTL:      time.Duration(secs) * time.Second,
 	}, nil
@@ -203,10 +230,11 @@ type Identity struct {
 // honour an allocation created before the expiry (see relay's mid-call policy). Other errors
 // (ErrMalformed, ErrTooFarAhead, ErrUnknownUser) return a zero Identity.
 func (a *Authenticator) Lookup(username string) (Identity, error) {
-	if pw, ok := a.static[username]; ok {
+	st := a.st.Load()
+	if pw, ok := st.static[username]; ok {
 		return Identity{UserID: username, Static: true, Passwords: []string{pw}}, nil
 	}
-	if len(a.secrets) == 0 {
+	if len(st.secrets) == 0 {
 		return Identity{}, ErrUnknownUser
 	}
 	expiry, userID, err := ParseRESTUsername(username)
@@ -217,12 +245,12 @@ func (a *Authenticator) Lookup(username string) (Identity, error) {
 		return Identity{}, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	now := a.now()
-	if expiry > now.Add(a.maxTTL+a.skew).Unix() {
+	if expiry > now.Add(st.maxTTL+st.skew).Unix() {
 		return Identity{}, ErrTooFarAhead
 	}
 	id := Identity{UserID: userID, Expires: time.Unix(expiry, 0).UTC()}
-	id.Passwords = make([]string, len(a.secrets))
-	for i, s := range a.secrets {
+	id.Passwords = make([]string, len(st.secrets))
+	for i, s := range st.secrets {
 		id.Passwords[i] = RESTPassword(s, username)
 	}
 	if expiry <= now.Unix() {
@@ -235,10 +263,11 @@ func (a *Authenticator) Lookup(username string) (Identity, error) {
 // the username itself for a static user, the part after the first ':' for a REST username,
 // "" when it is neither. For callers that already authenticated the request.
 func (a *Authenticator) UserID(username string) string {
-	if _, ok := a.static[username]; ok {
+	st := a.st.Load()
+	if _, ok := st.static[username]; ok {
 		return username
 	}
-	if _, userID, err := ParseRESTUsername(username); err == nil && len(a.secrets) > 0 && ValidateUserID(userID) == nil {
+	if _, userID, err := ParseRESTUsername(username); err == nil && len(st.secrets) > 0 && ValidateUserID(userID) == nil {
 		return userID
 	}
 	return ""

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -88,24 +89,19 @@ type RoomTokensConfig struct {
 	Now func() time.Time
 }
 
-// RoomTokens mints and verifies room tokens (JWT, HS256, RFC 7519). Safe for concurrent use.
+// RoomTokens mints and verifies room tokens (JWT, HS256, RFC 7519). Safe for concurrent use,
+// also with UpdateKeys.
 type RoomTokens struct {
-	keys   [][]byte
+	keys   atomic.Pointer[[][]byte] // never changed once stored
 	leeway time.Duration
 	now    func() time.Time
 }
 
 // NewRoomTokens returns RoomTokens for cfg, or an error naming the bad key.
 func NewRoomTokens(cfg RoomTokensConfig) (*RoomTokens, error) {
-	if len(cfg.Keys) == 0 {
-		return nil, errors.New("auth: no room signing key")
-	}
 	t := &RoomTokens{leeway: cfg.Leeway, now: cfg.Now}
-	for i, k := range cfg.Keys {
-		if len(k) < MinRoomKeyLen {
-			return nil, fmt.Errorf("auth: room signing key %d is shorter than %d bytes", i, MinRoomKeyLen)
-		}
-		t.keys = append(t.keys, []byte(k))
+	if err := t.UpdateKeys(cfg.Keys); err != nil {
+		return nil, err
 	}
 	if t.leeway == 0 {
 		t.leeway = DefaultRoomLeeway
@@ -114,6 +110,25 @@ func NewRoomTokens(cfg RoomTokensConfig) (*RoomTokens, error) {
 		t.now = time.Now
 	}
 	return t, nil
+}
+
+// UpdateKeys replaces the signing keys at once (a configuration reload): the first signs,
+// every one verifies. Links signed with a key that is no longer listed are refused from then
+// on; rooms already joined are not affected. Bad keys return the error of NewRoomTokens
+// and change nothing.
+func (t *RoomTokens) UpdateKeys(keys []string) error {
+	if len(keys) == 0 {
+		return errors.New("auth: no room signing key")
+	}
+	parsed := make([][]byte, 0, len(keys))
+	for i, k := range keys {
+		if len(k) < MinRoomKeyLen {
+			return fmt.Errorf("auth: room signing key %d is shorter than %d bytes", i, MinRoomKeyLen)
+		}
+		parsed = append(parsed, []byte(k))
+	}
+	t.keys.Store(&parsed)
+	return nil
 }
 
 // Mint signs c with the first key. Errors: ErrTokenInvalid (wrapped with the cause) when c
@@ -128,7 +143,7 @@ func (t *RoomTokens) Mint(c RoomClaims) (string, error) {
 	if !c.NotBefore.IsZero() {
 		claims.NotBefore = jwt.NewNumericDate(c.NotBefore)
 	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(t.keys[0])
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString((*t.keys.Load())[0])
 	if err != nil {
 		return "", fmt.Errorf("auth: sign room token: %w", err)
 	}
@@ -141,7 +156,7 @@ func (t *RoomTokens) Mint(c RoomClaims) (string, error) {
 func (t *RoomTokens) Verify(token string) (RoomClaims, error) {
 	var claims roomJWT
 	keys := jwt.VerificationKeySet{}
-	for _, k := range t.keys {
+	for _, k := range *t.keys.Load() {
 		keys.Keys = append(keys.Keys, k)
 	}
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return keys, nil },

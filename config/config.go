@@ -97,6 +97,16 @@ type ServerSection struct {
 	// PublicHost is the host name (or IP) clients use in turn: URLs; "" means the advertised
 	// or relay IP.
 	PublicHost string `mapstructure:"public_host" yaml:"public_host"`
+	// DrainTimeout bounds a drain (SIGTERM): Ferry exits when the last allocation ends or
+	// this long after the drain began, whichever comes first; 0 stops at once. At most 24h.
+	DrainTimeout time.Duration `mapstructure:"drain_timeout" yaml:"drain_timeout"`
+	// ReadinessMaxUsage is the share (0-1] of relay.max_allocations, or of a relay port
+	// range, in use at which /readyz answers 503 so that load balancers steer new calls
+	// away before the server is full; 0 turns the check off.
+	ReadinessMaxUsage float64 `mapstructure:"readiness_max_usage" yaml:"readiness_max_usage"`
+	// PIDFile, when set, is where ferry serve writes its process id, for `ferry reload`
+	// and `ferry drain` without an admin listener; removed at exit.
+	PIDFile string `mapstructure:"pid_file" yaml:"pid_file"`
 }
 
 // LogSection configures the process log (log/slog).

@@ -444,3 +444,26 @@ func TestEnvironmentIsOptionsEnviron(t *testing.T) {
 		t.Fatalf("realm %q, port_min %d", f.TURN.Realm, f.Relay.PortMin)
 	}
 }
+
+// The drain and readiness settings: defaults, and bounds reported with the value given.
+func TestDrainAndReadinessSettings(t *testing.T) {
+	f, err := Load(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Server.DrainTimeout != 30*time.Minute || f.Server.ReadinessMaxUsage != 0.9 || f.Server.PIDFile != "" {
+		t.Fatalf("defaults: %+v", f.Server)
+	}
+	_, err = Load(Options{Path: write(t, "server:\n  drain_timeout: 25h\n  readiness_max_usage: 1.5\n")})
+	want := []string{
+		"server.drain_timeout: must be 0 (no drain) to 24h, got 25h0m0s",
+		"server.readiness_max_usage: must be a share from 0 (off) to 1, e.g. 0.9, got 1.5",
+	}
+	if got := problemLines(t, err); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	f, err = Load(Options{Environ: []string{"FERRY_SERVER_DRAIN_TIMEOUT=0s", "FERRY_SERVER_READINESS_MAX_USAGE=0"}})
+	if err != nil || f.Server.DrainTimeout != 0 || f.Server.ReadinessMaxUsage != 0 {
+		t.Fatalf("0 turns both off: %v %+v", err, f.Server)
+	}
+}

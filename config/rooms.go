@@ -32,7 +32,20 @@ type RoomsSection struct {
 	IdleTimeout  time.Duration `mapstructure:"idle_timeout" yaml:"idle_timeout"`
 	PingInterval time.Duration `mapstructure:"ping_interval" yaml:"ping_interval"`
 	Limits       RoomLimits    `mapstructure:"limits" yaml:"limits"`
+	Page         RoomPage      `mapstructure:"page" yaml:"page"`
 }
+
+// RoomPage configures the consultation page served at /r/{room}.
+type RoomPage struct {
+	// Enabled serves the page (and its assets under /assets/) on the signaling listener.
+	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	// MaxFileSize is the largest file participants may send each other over the page's data
+	// channel ("100MiB", at most 4GiB); the page refuses larger ones before sending a byte.
+	MaxFileSize Size `mapstructure:"max_file_size" yaml:"max_file_size"`
+}
+
+// maxFileSizeCap bounds rooms.page.max_file_size: browsers keep a received file as a Blob.
+const maxFileSizeCap = 4 * GiB
 
 // RoomLimits bound rooms and their connections.
 type RoomLimits struct {
@@ -130,6 +143,9 @@ func (f *File) validateRooms(p *problems) {
 	}
 	if l.MessageRate <= 0 {
 		p.add("rooms.limits.message_rate", "must be positive, got %v", l.MessageRate)
+	}
+	if s := r.Page.MaxFileSize; s <= 0 || s > maxFileSizeCap {
+		p.add("rooms.page.max_file_size", "must be 1 byte to 4GiB, got %s", s)
 	}
 	if l.MessageBytes > 1<<20 {
 		p.add("rooms.limits.message_bytes", "at most 1048576, got %d", l.MessageBytes)

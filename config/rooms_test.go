@@ -22,6 +22,10 @@ func TestRoomsDefaultsAndOverlay(t *testing.T) {
 	if err := os.WriteFile(keys, []byte("# new first\nnew-room-key-0123456789abcdefghijklmn\nold-room-key-0123456789abcdefghijklmn\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if !r.Page.Enabled || r.Page.MaxFileSize != 100*MiB {
+		t.Fatalf("page defaults: %+v", r.Page)
+	}
+	t.Setenv("FERRY_ROOMS_PAGE_MAX_FILE_SIZE", "2GiB")
 	t.Setenv("FERRY_ROOMS_LIMITS_WAITING", "9")
 	t.Setenv("FERRY_ROOMS_WAITING_ROOM", "false")
 	t.Setenv("FERRY_ROOMS_SIGNING_KEYS_FILE", keys)
@@ -31,7 +35,7 @@ func TestRoomsDefaultsAndOverlay(t *testing.T) {
 		t.Fatal(err)
 	}
 	if f.Rooms.Limits.Waiting != 9 || f.Rooms.WaitingRoom || len(f.Rooms.SigningKeys) != 2 ||
-		f.HTTP.PublicURL != "https://consult.clinic.example" {
+		f.HTTP.PublicURL != "https://consult.clinic.example" || f.Rooms.Page.MaxFileSize != 2*GiB {
 		t.Fatalf("overlay lost: %+v %q", f.Rooms, f.HTTP.PublicURL)
 	}
 	out, _ := f.Redacted()
@@ -58,6 +62,8 @@ rooms:
     message_bytes: 100
     message_rate: 0
     colour: red
+  page:
+    max_file_size: 5GiB
 `)
 	_, err := Load(Options{Path: p})
 	if err == nil {
@@ -66,7 +72,7 @@ rooms:
 	for _, want := range []string{"http.public_url", "rooms.signing_keys: key 1", "rooms.reconnect_grace",
 		"rooms.default_ttl", "rooms.credential_ttl", "rooms.credential_refresh", "rooms.ping_interval",
 		"rooms.limits.participants", "rooms.limits.waiting", "rooms.limits.message_bytes",
-		"rooms.limits.message_rate", "unknown key rooms.limits.colour"} {
+		"rooms.limits.message_rate", "unknown key rooms.limits.colour", "rooms.page.max_file_size"} {
 		if strings.Count(err.Error(), want) < 1 {
 			t.Errorf("missing %q in:\n%v", want, err)
 		}

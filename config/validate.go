@@ -70,8 +70,15 @@ func (p *problems) addFor(key string, related []string, format string, args ...a
 }
 
 func (f *File) validateServer(p *problems) {
-	if h := f.Server.PublicHost; h != "" && (strings.ContainsAny(h, "/?#@ :") && !isIPv6(h)) {
+	s := f.Server
+	if h := s.PublicHost; h != "" && (strings.ContainsAny(h, "/?#@ :") && !isIPv6(h)) {
 		p.add("server.public_host", "%q is not a host name or IP address", h)
+	}
+	if d := s.DrainTimeout; d < 0 || d > 24*time.Hour {
+		p.add("server.drain_timeout", "must be 0 (no drain) to 24h, got %s", d)
+	}
+	if u := s.ReadinessMaxUsage; u < 0 || u > 1 || u != u {
+		p.add("server.readiness_max_usage", "must be a share from 0 (off) to 1, e.g. 0.9, got %v", u)
 	}
 }
 

@@ -87,15 +87,28 @@ var servingLine = regexp.MustCompile(`udp_ports="?(\d*)"? tcp_ports="?(\d*)"? tl
 // The HTTP listener is disabled unless yaml sets http.listen.
 func startFerry(t *testing.T, yaml string, env ...string) *ferryProc {
 	t.Helper()
+	dir := t.TempDir()
+	return startFerryAt(t, filepath.Join(dir, "ferry.yaml"), filepath.Join(dir, "data"), yaml, env...)
+}
+
+// startFerryIn is startFerry with dir/ferry.yaml and dir/data: a restart keeps the data
+// directory (secrets, room signing key).
+func startFerryIn(t *testing.T, dir, yaml string, env ...string) *ferryProc {
+	t.Helper()
+	return startFerryAt(t, filepath.Join(dir, "ferry.yaml"), filepath.Join(dir, "data"), yaml, env...)
+}
+
+// startFerryAt is startFerry with the configuration file and data directory given: tests
+// that rewrite the file for a reload, or prepare the directory.
+func startFerryAt(t *testing.T, cfg, dataDir, yaml string, env ...string) *ferryProc {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test (-short)")
 	}
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "ferry.yaml")
 	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &ferryProc{log: &syncBuffer{}, dataDir: filepath.Join(dir, "data"), exited: make(chan struct{})}
+	p := &ferryProc{log: &syncBuffer{}, dataDir: dataDir, exited: make(chan struct{})}
 	p.cmd = exec.Command(ferryBinary(t), "serve", "--config", cfg, "--data-dir", p.dataDir)
 	p.cmd.Env = os.Environ()
 	// No fixed ports in tests: the HTTP and admin listeners are off unless yaml sets them.
@@ -147,16 +160,22 @@ func startFerry(t *testing.T, yaml string, env ...string) *ferryProc {
 	return p
 }
 
-// stop sends SIGTERM and waits; ferry must exit 0.
+// stop sends SIGINT (stop now: no drain) and waits; ferry must exit 0.
 func (p *ferryProc) stop(t *testing.T) {
+	p.signal(t, syscall.SIGINT)
+}
+
+// signal sends sig, once per process (the first of stop and signal wins), and waits for
+// the exit.
+func (p *ferryProc) signal(t *testing.T, sig os.Signal) {
 	p.stopOnce.Do(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Process.Signal(sig)
 		select {
 		case <-p.exited:
 		case <-time.After(15 * time.Second):
 			_ = p.cmd.Process.Kill()
 			<-p.exited
-			t.Errorf("ferry did not stop within 15s of SIGTERM")
+			t.Errorf("ferry did not stop within 15s of %v", sig)
 		}
 	})
 }
@@ -221,7 +240,7 @@ func needTool(t *testing.T, name string) string {
 // log never carries a client's address or username.
 func TestServeStopsCleanlyOnSIGTERM(t *testing.T) {
 	p := startFerry(t, "turn:\n  udp_listen: [\"127.0.0.1:0\"]\n  tcp_listen: [\"127.0.0.1:0\"]\nrelay:\n  bind_ip: 127.0.0.1\n")
-	p.stop(t)
+	p.signal(t, syscall.SIGTERM) // nothing to drain: stops at once
 	if p.exitErr != nil {
 		t.Fatalf("exit: %v\n%s", p.exitErr, p.log.String())
 	}

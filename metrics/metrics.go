@@ -66,29 +66,19 @@ type AdminConfig struct {
 	// Registry is served at /metrics.
 	Registry *prometheus.Registry
 	// Ready reports readiness for /readyz; nil means always ready.
-	Ready func() bool
+	Ready Readiness
 	// Pprof mounts net/http/pprof under /debug/pprof/.
 	Pprof bool
 }
 
-// AdminHandler serves /metrics, /healthz, /readyz and, when enabled, /debug/pprof/. It
-// belongs on a listener of its own (127.0.0.1 by default), never on the public one.
+// AdminHandler serves /metrics, /healthz, /readyz (JSON, as on the HTTP listener) and, when
+// enabled, /debug/pprof/. It belongs on a listener of its own (127.0.0.1 by default), never
+// on the public one.
 func AdminHandler(cfg AdminConfig) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", Handler(cfg.Registry))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if cfg.Ready != nil && !cfg.Ready() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready\n"))
-			return
-		}
-		_, _ = w.Write([]byte("ready\n"))
-	})
+	mux.Handle("/healthz", HealthHandler())
+	mux.Handle("/readyz", ReadyHandler(cfg.Ready))
 	if cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

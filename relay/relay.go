@@ -32,6 +32,7 @@ import (
 	"github.com/ferryrelay/ferry/relay/internal/control"
 	"github.com/ferryrelay/ferry/relay/internal/listen"
 	"github.com/ferryrelay/ferry/relay/internal/policy"
+	"github.com/ferryrelay/ferry/relay/internal/sockopt"
 	"github.com/ferryrelay/ferry/relay/internal/stats"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -56,61 +57,6 @@ const (
 	// DefaultBitrateBurst is the depth of the bandwidth caps' buckets, as time at their rate.
 	DefaultBitrateBurst = 200 * time.Millisecond
 )
-
-// Limits are the quotas, bandwidth caps and paces of a Server: what one client, one user
-// or everyone together may take. Config carries the first ones; SetLimits replaces them while
-// the server runs (a configuration reload), without touching live allocations.
-type Limits struct {
-	// MaxAllocations caps live allocations in total; beyond, Allocate gets 486 (RFC 8656
-	// §7.2). Zero means no cap: the relay port range still bounds them (508 when full).
-	MaxAllocations int
-	// MaxAllocationsPerUser caps the live allocations of one user id (the part of a REST
-	// username after the first ':', a static user's name; a credential without a user id
-	// counts as a user of its own); beyond, 486. Zero means DefaultMaxAllocationsPerUser (8),
-	// negative no cap.
-	MaxAllocationsPerUser int
-	// MaxPermissions caps the peer IP addresses one allocation holds permissions for, and
-	// MaxChannels its channel bindings; beyond, 508 (RFC 8656 §9.2, §12.2). Zero means 64.
-	MaxPermissions, MaxChannels int
-	// AllocationBitrate, UserBitrate and TotalBitrate cap relayed payload in bits per second,
-	// in each direction: of one allocation, of all allocations of one user id, and of the
-	// whole server. Zero means no cap. Packets over a cap are dropped and counted
-	// (ferry_turn_dropped_packets_total), never queued; the allocation lives on.
-	AllocationBitrate, UserBitrate, TotalBitrate int64
-	// BitrateBurst is the depth of each cap's token bucket as time at its rate (at least
-	// 16 KiB), so that a video key frame passes; zero means DefaultBitrateBurst (200 ms).
-	BitrateBurst time.Duration
-	// UnauthRate (answers per second) and UnauthBurst pace answers sent without credentials
-	// over UDP per source address (an IPv6 /64 counts as one). Zero means the defaults
-	// (100/s, 1000); a negative rate turns pacing off.
-	UnauthRate  float64
-	UnauthBurst int
-}
-
-// control returns the limits as the control plane takes them, defaults resolved.
-func (l Limits) control() control.Limits {
-	perUser := cmp.Or(l.MaxAllocationsPerUser, DefaultMaxAllocationsPerUser)
-	if perUser < 0 {
-		perUser = 0
-	}
-	return control.Limits{MaxAllocations: max(l.MaxAllocations, 0), MaxAllocationsPerUser: perUser,
-		MaxPermissions: l.MaxPermissions, MaxChannels: l.MaxChannels,
-		Bandwidth: alloc.Caps{AllocationBitrate: l.AllocationBitrate, UserBitrate: l.UserBitrate,
-			TotalBitrate: l.TotalBitrate, Burst: cmp.Or(l.BitrateBurst, DefaultBitrateBurst)},
-		UnauthRate: l.UnauthRate, UnauthBurst: l.UnauthBurst}
-}
-
-// validate reports what is wrong with the limits.
-func (l Limits) validate() []error {
-	var errs []error
-	if l.MaxPermissions < 0 || l.MaxChannels < 0 || l.UnauthBurst < 0 {
-		errs = append(errs, errors.New("relay: permission, channel and burst limits cannot be negative"))
-	}
-	if l.AllocationBitrate < 0 || l.UserBitrate < 0 || l.TotalBitrate < 0 || l.BitrateBurst < 0 {
-		errs = append(errs, errors.New("relay: bandwidth caps cannot be negative"))
-	}
-	return errs
-}
 
 // Config configures a Server. The caller (cmd/ferry, tests, benchmarks) opens the listening
 // sockets; the Server opens relay sockets in [PortMin, PortMax] on the relay IPs itself.
@@ -200,6 +146,7 @@ type Config struct {
 
 // Server is a running TURN/STUN server.
 type Server struct {
+	cfg       Config // as New was given it (with defaults): peer policy rebuilds read it
 	table     *alloc.Table
 	control   *control.Handler
 	listeners *listen.Listeners
@@ -265,7 +212,7 @@ func build(cfg Config, reg prometheus.Registerer) (*Server, error) {
 		_ = ls.Close()
 		return nil, fmt.Errorf("relay: metrics: %w", err)
 	}
-	return &Server{table: table, control: ctrl, listeners: ls, stop: make(chan struct{})}, nil
+	return &Server{cfg: cfg, table: table, control: ctrl, listeners: ls, stop: make(chan struct{})}, nil
 }
 
 // validate reports every problem of cfg at once.
@@ -321,10 +268,10 @@ func peerPolicy(cfg Config) *policy.Policy {
 		hostIPs = interfaceIPs()
 	}
 	for _, socks := range cfg.UDP {
-		hostIPs = append(hostIPs, addrPort(socks[0].LocalAddr()).Addr())
+		hostIPs = append(hostIPs, sockopt.AddrPort(socks[0].LocalAddr()).Addr())
 	}
 	for _, ln := range append(append([]net.Listener(nil), cfg.TCP...), cfg.TLS...) {
-		hostIPs = append(hostIPs, addrPort(ln.Addr()).Addr())
+		hostIPs = append(hostIPs, sockopt.AddrPort(ln.Addr()).Addr())
 	}
 	hostIPs = append(hostIPs, cfg.RelayIPv4, cfg.RelayIPv6)
 	relayIPs := []netip.Addr{cfg.RelayIPv4, cfg.AdvertisedIPv4, cfg.RelayIPv6, cfg.AdvertisedIPv6}
@@ -335,10 +282,10 @@ func peerPolicy(cfg Config) *policy.Policy {
 func servicePorts(cfg Config) []uint16 {
 	ports := append([]uint16(nil), cfg.ServicePorts...)
 	for _, socks := range cfg.UDP {
-		ports = append(ports, addrPort(socks[0].LocalAddr()).Port())
+		ports = append(ports, sockopt.AddrPort(socks[0].LocalAddr()).Port())
 	}
 	for _, ln := range append(append([]net.Listener(nil), cfg.TCP...), cfg.TLS...) {
-		ports = append(ports, addrPort(ln.Addr()).Port())
+		ports = append(ports, sockopt.AddrPort(ln.Addr()).Port())
 	}
 	return ports
 }
@@ -360,18 +307,6 @@ func interfaceIPs() []netip.Addr {
 	return out
 }
 
-// addrPort converts a *net.UDPAddr or *net.TCPAddr to an unmapped netip.AddrPort.
-func addrPort(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch v := a.(type) {
-	case *net.UDPAddr:
-		ap = v.AddrPort()
-	case *net.TCPAddr:
-		ap = v.AddrPort()
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
-}
-
 // sweeper ends expired allocations, permissions and channels every interval.
 func (s *Server) sweeper(interval time.Duration) {
 	t := time.NewTicker(interval)
@@ -390,19 +325,6 @@ func (s *Server) sweeper(interval time.Duration) {
 // expired permissions and channel bindings (by the injected clock). A goroutine calls it
 // every SweepInterval; tests call it after moving a fake clock.
 func (s *Server) Sweep() { s.table.Sweep() }
-
-// SetLimits replaces the quotas, bandwidth caps and paces while the server runs (a
-// configuration reload). Each request's quota check and each batch of data sees the old or
-// the new limits; live allocations keep what they hold beyond a lowered quota, and a lowered
-// bandwidth cap holds from the next batch. It returns an error, and changes nothing, when l
-// is invalid.
-func (s *Server) SetLimits(l Limits) error {
-	if errs := l.validate(); len(errs) > 0 {
-		return errors.Join(errs...)
-	}
-	s.control.SetLimits(l.control())
-	return nil
-}
 
 // Close stops the server: it ends every allocation (end reason "shutdown"), closes the
 // listening sockets and client connections, and waits for every goroutine it started. It

@@ -21,9 +21,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferryrelay/ferry/auth"
+	"github.com/ferryrelay/ferry/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
@@ -152,7 +154,8 @@ type Config struct {
 	// DefaultTTL is the credential lifetime when a request names none; requests are capped
 	// at Auth.MaxTTL(). Zero means DefaultTTL.
 	DefaultTTL time.Duration
-	// APIKeys may call /v1/ice-servers. Without keys every call gets 401.
+	// APIKeys may call /v1/ice-servers. Without keys every call gets 401. SetAPIKeys
+	// replaces them while the handler runs.
 	APIKeys []APIKey
 	// RatePerKey (requests per second) and BurstPerKey limit each API key; zero means the
 	// defaults, a negative rate no limit.
@@ -165,16 +168,18 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// MaxBodyBytes bounds a request body (413 beyond). Zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// Ready reports whether the relay is serving (for /readyz); nil means always.
-	Ready func() bool
+	// Ready reports whether Ferry takes new work (for /readyz), and why not; nil means
+	// always.
+	Ready metrics.Readiness
 	// Metrics, if not nil, count requests and issued credentials.
 	Metrics *Metrics
 	// Access, if not nil, receives one record per request.
 	Access AccessSink
 	// Now is the clock; nil means time.Now (or Rooms.Clock when rooms are on).
 	Now func() time.Time
-	// Rooms, if not nil, turns on consultation rooms: POST /v1/rooms and
-	// GET /v1/rooms/{room}/ws.
+	// Rooms, if not nil, turns on consultation rooms: POST /v1/rooms,
+	// GET /v1/rooms/{room}/ws, GET /v1/rooms/{room}/ice-servers and (with Rooms.Page) the
+	// consultation page at /r/{room}.
 	Rooms *RoomsConfig
 }
 
@@ -188,6 +193,9 @@ type Handler struct {
 	origins map[string]bool
 	hub     wsHub
 	closed  sync.Once
+	keys    atomic.Pointer[[]APIKey] // never changed once stored: SetAPIKeys replaces it
+	// draining refuses new rooms (SetDraining).
+	draining atomic.Bool
 }
 
 // NewHandler returns the signaling HTTP handler: GET/POST /v1/ice-servers, /healthz,
@@ -214,19 +222,34 @@ func NewHandler(cfg Config) *Handler {
 	for _, o := range cfg.AllowedOrigins {
 		h.origins[o] = true
 	}
+	h.SetAPIKeys(cfg.APIKeys)
 	h.mux = http.NewServeMux()
 	h.mux.HandleFunc("/v1/ice-servers", h.iceServers)
 	if h.cfg.Rooms != nil {
 		h.mux.HandleFunc("/v1/rooms", h.createRoom)
 		h.mux.HandleFunc("GET /v1/rooms/{room}/ws", h.serveRoomWS)
+		h.pageRoutes(h.cfg.Rooms.Page)
 	}
-	h.mux.HandleFunc("/healthz", h.healthz)
-	h.mux.HandleFunc("/readyz", h.readyz)
+	h.mux.Handle("/healthz", metrics.HealthHandler())
+	h.mux.Handle("/readyz", metrics.ReadyHandler(cfg.Ready))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
 	})
 	return h
 }
+
+// SetAPIKeys replaces the API keys (a configuration reload): requests from then on are
+// checked against keys; a removed key gets 401 at its next request.
+func (h *Handler) SetAPIKeys(keys []APIKey) {
+	k := slices.Clone(keys)
+	h.keys.Store(&k)
+}
+
+// SetDraining turns draining on or off. While draining, POST /v1/rooms answers 503 (code
+// "draining", with Retry-After) and a room connection for a room this server does not hold
+// is refused with CloseDraining; rooms already held go on: joins, reconnects and relaying.
+// /v1/ice-servers keeps answering (running calls may ask for fresh credentials).
+func (h *Handler) SetDraining(on bool) { h.draining.Store(on) }
 
 // Close ends every room connection (close code 1001), waits for their goroutines, and
 // closes the rooms. Idempotent.
@@ -249,6 +272,15 @@ func routeLabel(path string) string {
 	}
 	if strings.HasPrefix(path, "/v1/rooms/") && strings.HasSuffix(path, "/ws") {
 		return "/v1/rooms/ws"
+	}
+	if strings.HasPrefix(path, "/v1/rooms/") && strings.HasSuffix(path, "/ice-servers") {
+		return "/v1/rooms/ice-servers"
+	}
+	if strings.HasPrefix(path, "/r/") {
+		return "/r"
+	}
+	if strings.HasPrefix(path, "/assets/") {
+		return "/assets"
 	}
 	return "other"
 }
@@ -297,7 +329,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if h.cfg.Metrics != nil {
 			h.cfg.Metrics.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 		}
-		if h.cfg.Access != nil {
+		if h.cfg.Access != nil && !probe(route, r.URL.Path) {
 			h.cfg.Access.HTTPRequest(AccessRecord{Time: h.now(), ClientIP: h.clientIP(r),
 				Route: route, Status: sw.status, UserAgent: truncate(r.UserAgent(), 256)})
 		}
@@ -306,6 +338,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.mux.ServeHTTP(sw, r)
+}
+
+// probe reports a health, readiness or metrics probe: load balancers and monitoring ask
+// every few seconds, so their address and user agent are not worth keeping (nor lawful to
+// keep without need) in the access records.
+func probe(route, path string) bool {
+	return route == "/healthz" || route == "/readyz" || path == "/metrics"
 }
 
 func truncate(s string, n int) string {
@@ -377,18 +416,6 @@ func (h *Handler) trusted(ip netip.Addr) bool {
 	return false
 }
 
-func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
-	if h.cfg.Ready != nil && !h.cfg.Ready() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-}
-
 // apiKey returns the name of the key in the Authorization header, comparing against every
 // configured key in constant time.
 func (h *Handler) apiKey(r *http.Request) (string, bool) {
@@ -398,7 +425,7 @@ func (h *Handler) apiKey(r *http.Request) (string, bool) {
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
 	name, found := "", 0
-	for _, k := range h.cfg.APIKeys {
+	for _, k := range *h.keys.Load() {
 		if subtle.ConstantTimeCompare(sum[:], k.SHA256[:]) == 1 {
 			name, found = k.Name, 1
 		}

@@ -63,7 +63,7 @@ func newFixture(t *testing.T, mutate ...func(*Config)) *fixture {
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
 		Metrics:        f.metrics,
 		Access:         f.sink,
-		Ready:          func() bool { return f.ready },
+		Ready:          func() (bool, string) { return f.ready, "draining" },
 		Now:            func() time.Time { return f.now },
 	}
 	for _, m := range mutate {
@@ -328,20 +328,51 @@ func TestCORS(t *testing.T) {
 	}
 }
 
+// Health and readiness answer the same JSON as the admin listener; probes (and a stray
+// /metrics scrape) are counted in metrics but never written to the access records, which
+// would otherwise fill the allocation log with a load balancer's address every few seconds.
 func TestHealthAndReadiness(t *testing.T) {
 	f := newFixture(t)
-	if rec := f.do(t, "GET", "/healthz", "", "Authorization", ""); rec.Code != 200 {
-		t.Fatalf("healthz: %d", rec.Code)
+	if rec := f.do(t, "GET", "/healthz", "", "Authorization", ""); rec.Code != 200 || rec.Body.String() != `{"status":"ok"}`+"\n" {
+		t.Fatalf("healthz: %d %s", rec.Code, rec.Body)
 	}
-	if rec := f.do(t, "GET", "/readyz", "", "Authorization", ""); rec.Code != 200 {
-		t.Fatalf("readyz: %d", rec.Code)
+	if rec := f.do(t, "GET", "/readyz", "", "Authorization", ""); rec.Code != 200 || rec.Body.String() != `{"status":"ready"}`+"\n" {
+		t.Fatalf("readyz: %d %s", rec.Code, rec.Body)
 	}
 	f.ready = false
-	if rec := f.do(t, "GET", "/readyz", "", "Authorization", ""); rec.Code != 503 {
-		t.Fatalf("readyz while stopping: %d", rec.Code)
+	if rec := f.do(t, "GET", "/readyz", "", "Authorization", ""); rec.Code != 503 || rec.Body.String() != `{"status":"not ready","reason":"draining"}`+"\n" {
+		t.Fatalf("readyz while draining: %d %s", rec.Code, rec.Body)
 	}
 	if rec := f.do(t, "GET", "/healthz", "", "Authorization", ""); rec.Code != 200 {
 		t.Fatalf("healthz while stopping: %d", rec.Code)
+	}
+	f.do(t, "GET", "/metrics", "", "Authorization", "")
+	f.sink.mu.Lock()
+	n := len(f.sink.recs)
+	f.sink.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d probes written to the access records", n)
+	}
+	if got := testutil.ToFloat64(f.metrics.requests.WithLabelValues("/readyz", "503")); got != 1 {
+		t.Fatalf("probes still count in metrics: %v", got)
+	}
+	f.do(t, "GET", "/v1/ice-servers", "")
+	if f.sink.mu.Lock(); len(f.sink.recs) != 1 {
+		t.Fatal("API requests must still be recorded")
+	}
+	f.sink.mu.Unlock()
+}
+
+// A reload replaces the API keys: the new key works at once, a removed one gets 401.
+func TestSetAPIKeys(t *testing.T) {
+	f := newFixture(t)
+	newKey, sum, _ := NewAPIKey()
+	f.h.(*Handler).SetAPIKeys([]APIKey{{Name: "rotated", SHA256: sum}})
+	if rec := f.do(t, "GET", "/v1/ice-servers", ""); rec.Code != 401 {
+		t.Fatalf("removed key: %d, want 401", rec.Code)
+	}
+	if rec := f.do(t, "GET", "/v1/ice-servers", "", "Authorization", "Bearer "+newKey); rec.Code != 200 {
+		t.Fatalf("new key: %d", rec.Code)
 	}
 }
 

@@ -146,6 +146,9 @@ func (m *MemoryRooms) room(t Ticket) (*room, error) {
 		if !t.ValidUntil.After(now) {
 			return nil, &Refusal{CloseEnded}
 		}
+		if t.ExistingOnly {
+			return nil, &Refusal{CloseDraining}
+		}
 		if len(m.rooms) >= m.cfg.MaxRooms {
 			return nil, &Refusal{CloseServerFull}
 		}

@@ -257,6 +257,9 @@ var (
 	CloseTooManyConn = CloseReason{4430, "too many connections from this address", "too_many_connections"}
 	CloseServerFull  = CloseReason{4503, "too many rooms on this server", "server_full"}
 	CloseTooSlow     = CloseReason{4507, "not reading fast enough", "too_slow"}
+	// CloseDraining (1013, RFC 6455's "Try Again Later") refuses a room this server does
+	// not hold while it drains; rooms it holds go on.
+	CloseDraining = CloseReason{1013, "server draining: no new rooms", "draining"}
 	// Not sent by Ferry, counted only: the client closed, its pings went unanswered, or a
 	// message exceeded rooms.limits.message_bytes (coder/websocket sends 1009 itself).
 	closeClient   = CloseReason{1000, "", "client"}
@@ -268,4 +271,4 @@ var (
 var closeLabels = []string{"shutdown", "bad_request", "token_invalid", "token_expired", "wrong_room",
 	"not_yet_valid", "denied", "idle_timeout", "replaced", "ended", "link_used", "room_full",
 	"rate_limited", "too_many_connections", "server_full", "too_slow", "client", "ping_timeout",
-	"message_too_big"}
+	"message_too_big", "draining"}

@@ -271,3 +271,26 @@ func TestB03CredentialRefresh(t *testing.T) {
 	e.clock.Advance(120 * time.Second)
 	g3.quiet(t)
 }
+
+// Large relayed messages (renegotiations with many media sections) are confirmed by bytes,
+// not only by count: 40 offers of 60 KB, 2.4 MB in all, reach a connected participant whose
+// outbox holds 1 MiB, and the sender never hears "undeliverable".
+func TestRoomLargeMessagesConfirmedByBytes(t *testing.T) {
+	e := newRoomEnv(t, func(o *envOpts) { o.memory.NoWaitingRoom = true })
+	h, _ := e.join(t, e.token(t, auth.RoleHost), StateAdmitted)
+	g, gw := e.join(t, e.token(t, auth.RoleGuest), StateAdmitted)
+	gid := gw.str("you")
+	g.ws.SetReadLimit(1 << 20)
+	h.expect(t, TypePeerJoined)
+	sdp := "v=0\r\n" + strings.Repeat("a=x-padding:0123456789abcdef0123456789abcdef\r\n", 1300) // 60 KB
+	for i := range 40 {
+		h.send(t, msg{"type": "offer", "to": gid, "sdp": sdp})
+		if o := g.expect(t, TypeOffer); o["seq"] != float64(i+1) || len(o.str("sdp")) != len(sdp) {
+			t.Fatalf("offer %d: seq %v, %d bytes", i, o["seq"], len(o.str("sdp")))
+		}
+	}
+	h.quiet(t) // no undeliverable error
+	if e.pongs() < 8 {
+		t.Errorf("%d early pings for 2.4 MB: unconfirmed bytes do not ask for confirmation", e.pongs())
+	}
+}

@@ -89,6 +89,9 @@ type Ticket struct {
 	OneVisit   string
 	ValidUntil time.Time
 	MaxGuests  int
+	// ExistingOnly joins only a room that is held now: the server drains and starts no
+	// room (Refusal with CloseDraining).
+	ExistingOnly bool
 }
 
 // Refusal is why a join was refused, with the close code that says so.

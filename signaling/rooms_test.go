@@ -512,3 +512,39 @@ func TestCreateRoomAPI(t *testing.T) {
 		t.Fatalf("GET /v1/rooms: %d", r)
 	}
 }
+
+// While Ferry drains, rooms it holds go on (a participant joins, messages are relayed, a
+// dropped one reconnects), POST /v1/rooms answers 503 and a room it does not hold is refused
+// with 1013 (try again later), counted as "draining".
+func TestRoomsWhileDraining(t *testing.T) {
+	e := newRoomEnv(t, func(o *envOpts) { o.memory.NoWaitingRoom = true })
+	h, hw := e.join(t, e.token(t, auth.RoleHost), StateAdmitted)
+	e.h.SetDraining(true)
+
+	g, _ := e.join(t, e.token(t, auth.RoleGuest), StateAdmitted)
+	h.expect(t, TypePeerJoined)
+	g.send(t, msg{"type": "offer", "to": hw.str("you"), "sdp": "v=0\r\n"})
+	if m := h.expect(t, TypeOffer); m.str("sdp") != "v=0\r\n" {
+		t.Fatalf("relayed while draining: %v", m)
+	}
+
+	resp, body := e.post(t, `{"ttl": 600}`)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"draining"`) {
+		t.Fatalf("POST /v1/rooms while draining: %s %s", resp.Status, body)
+	}
+	other := e.room
+	e.room = auth.NewRoomID()
+	c := e.dial(t, e.token(t, auth.RoleHost))
+	if why := c.expectClose(t, 1013); why == "" {
+		t.Fatal("no reason for the refusal")
+	}
+	eventually(t, "the refusal counted as draining", func() bool { return e.closes("draining") == 1 })
+	e.room = other
+
+	e.h.SetDraining(false)
+	e.room = auth.NewRoomID()
+	e.join(t, e.token(t, auth.RoleHost), StateAdmitted)
+	if resp, _ := e.post(t, ""); resp.StatusCode != 201 {
+		t.Fatalf("POST after the drain was called off: %s", resp.Status)
+	}
+}

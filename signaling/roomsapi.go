@@ -126,6 +126,11 @@ func (h *Handler) createRoom(w http.ResponseWriter, r *http.Request) {
 	if !h.authorize(w, r) {
 		return
 	}
+	if h.draining.Load() {
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusServiceUnavailable, "draining", "this server is shutting down and takes no new rooms; try another server or again shortly")
+		return
+	}
 	body, status, err := h.readBody(w, r)
 	if err != nil {
 		writeBodyError(w, status, err)

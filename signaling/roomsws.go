@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/ferryrelay/ferry/auth"
+	"github.com/ferryrelay/ferry/signaling/web"
 )
 
 // Defaults for RoomsConfig's zero values.
@@ -63,6 +64,8 @@ type RoomsConfig struct {
 	Clock Clock
 	// Logger receives counts and reasons, never ids, names, SDP or addresses; nil: none.
 	Logger *slog.Logger
+	// Page, if not nil, is served at /r/{room} (the links' target) and /assets/.
+	Page *web.Page
 }
 
 func (c *RoomsConfig) defaults() {
@@ -223,7 +226,8 @@ func (h *Handler) ticket(room, token string) (Ticket, *CloseReason) {
 	}
 	sum := sha256.Sum256([]byte(token))
 	return Ticket{Room: claims.Room, Role: claims.Role, Name: claims.Name, Key: hex.EncodeToString(sum[:]),
-		OneVisit: claims.OneVisit, ValidUntil: claims.Expires, MaxGuests: claims.MaxGuests}, nil
+		OneVisit: claims.OneVisit, ValidUntil: claims.Expires, MaxGuests: claims.MaxGuests,
+		ExistingOnly: h.draining.Load()}, nil
 }
 
 // refuse closes a connection that never joined, and counts why.

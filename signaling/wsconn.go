@@ -16,8 +16,12 @@ const (
 	// queueLen is the messages waiting to be written; beyond, the connection closes with
 	// CloseTooSlow (and, within the grace, gets its unconfirmed messages again on reconnect).
 	queueLen = DefaultOutboxMessages + 256
-	// confirmEvery asks for a ping early once this many relayed messages are unconfirmed.
+	// confirmEvery asks for a ping early once this many relayed messages are unconfirmed;
+	// confirmBytes once this many bytes of them were written since the last early ping, so
+	// that a few large SDPs do not fill the addressee's outbox (DefaultOutboxBytes) with
+	// messages its browser already has.
 	confirmEvery = 32
+	confirmBytes = DefaultOutboxBytes / 4
 	// writeTimeout bounds one write to a client that does not read.
 	writeTimeout = 10 * time.Second
 )
@@ -58,6 +62,7 @@ type wsConn struct {
 	// Owned by the writer.
 	you      string
 	admitted bool
+	unasked  int // bytes of relayed messages written since the last early ping
 }
 
 func newWSConn(h *Handler, ws *websocket.Conn) *wsConn {
@@ -232,7 +237,9 @@ func (c *wsConn) write(it item) bool {
 	}
 	if it.ev.Seq > 0 {
 		c.written.Store(it.ev.Seq)
-		if it.ev.Seq-c.confirmed.Load() >= confirmEvery {
+		c.unasked += len(data)
+		if it.ev.Seq-c.confirmed.Load() >= confirmEvery || c.unasked >= confirmBytes {
+			c.unasked = 0
 			select {
 			case c.kick <- struct{}{}:
 			default:

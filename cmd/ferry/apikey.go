@@ -28,7 +28,7 @@ func newAPIKeyCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "API key for %q (shown once; keep it in your app's secret store):\n\n  %s\n\n", name, key)
-			fmt.Fprintf(out, "Add this to the configuration (api.keys) and restart Ferry:\n\napi:\n  keys:\n    - name: %s\n      sha256: %s\n",
+			fmt.Fprintf(out, "Add this to the configuration (api.keys) and reload Ferry (ferry reload):\n\napi:\n  keys:\n    - name: %s\n      sha256: %s\n",
 				name, hex.EncodeToString(sum[:]))
 			return nil
 		},

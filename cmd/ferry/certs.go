@@ -32,22 +32,53 @@ func newCertReloader(certFile, keyFile string, expiry func(time.Time)) (*certRel
 }
 
 func (r *certReloader) load() error {
-	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
+	kp, err := loadKeyPair(r.certFile, r.keyFile)
 	if err != nil {
-		return fmt.Errorf("TLS certificate: %w", err)
+		return err
 	}
-	r.cert = &c
-	r.modTime = latestModTime(r.certFile, r.keyFile)
-	if r.expiry != nil {
-		leaf := c.Leaf
-		if leaf == nil {
-			if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
-				return fmt.Errorf("TLS certificate: %w", err)
-			}
-		}
-		r.expiry(leaf.NotAfter)
-	}
+	r.use(kp)
 	return nil
+}
+
+// keyPair is a certificate loaded from its files, not yet served.
+type keyPair struct {
+	certFile, keyFile string
+	cert              *tls.Certificate
+	notAfter          time.Time
+	modTime           time.Time
+}
+
+// loadKeyPair reads and parses a PEM certificate chain and its key.
+func loadKeyPair(certFile, keyFile string) (keyPair, error) {
+	modTime := latestModTime(certFile, keyFile)
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return keyPair{}, fmt.Errorf("TLS certificate: %w", err)
+	}
+	leaf := c.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return keyPair{}, fmt.Errorf("TLS certificate: %w", err)
+		}
+	}
+	return keyPair{certFile: certFile, keyFile: keyFile, cert: &c, notAfter: leaf.NotAfter, modTime: modTime}, nil
+}
+
+// use serves kp from now on (the caller holds r.mu, or r is not yet shared).
+func (r *certReloader) use(kp keyPair) {
+	r.certFile, r.keyFile, r.cert, r.modTime = kp.certFile, kp.keyFile, kp.cert, kp.modTime
+	if r.expiry != nil {
+		r.expiry(kp.notAfter)
+	}
+}
+
+// replace serves kp, loaded by loadKeyPair (a configuration reload: the files may have been
+// renewed or the paths changed); new TLS connections get it, open ones keep theirs.
+func (r *certReloader) replace(kp keyPair) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.use(kp)
+	r.checked = time.Now()
 }
 
 func latestModTime(files ...string) time.Time {
@@ -104,9 +135,11 @@ func bySNI(sources ...func(*tls.ClientHelloInfo) (*tls.Certificate, error)) func
 
 // tlsConfigs are the TLS configurations of Ferry's ports, with certificates reloaded from
 // their files: turn for turn.tls_listen (nil without), http for an HTTPS http.listen (nil
-// without), and shared for a port both use, where SNI picks the certificate.
+// without), and shared for a port both use, where SNI picks the certificate. turnCerts and
+// httpCerts serve their certificates (nil without); a reload replaces what they serve.
 type tlsConfigs struct {
-	turn, http, shared *tls.Config
+	turn, http, shared   *tls.Config
+	turnCerts, httpCerts *certReloader
 }
 
 // loadTLS loads the configured certificates; expiry reports each one's NotAfter by listener
@@ -119,7 +152,7 @@ func loadTLS(turnCert, turnKey, httpCert, httpKey string, expiry func(listener s
 		if err != nil {
 			return c, fmt.Errorf("turn: %w", err)
 		}
-		turnGet = r.get
+		turnGet, c.turnCerts = r.get, r
 		c.turn = &tls.Config{GetCertificate: r.get, MinVersion: tls.VersionTLS12}
 	}
 	if httpCert != "" {
@@ -127,7 +160,7 @@ func loadTLS(turnCert, turnKey, httpCert, httpKey string, expiry func(listener s
 		if err != nil {
 			return c, fmt.Errorf("http: %w", err)
 		}
-		httpGet = r.get
+		httpGet, c.httpCerts = r.get, r
 		c.http = &tls.Config{GetCertificate: r.get, MinVersion: tls.VersionTLS12}
 	}
 	switch {

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"log/slog"
 	"math/big"
 	"net/http/httptest"
 	"net/netip"
@@ -114,7 +113,7 @@ api: {keys: [{name: app, sha256: %x}]}
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := newHTTPServer(f, a, prometheus.NewRegistry(), configuredURLs(f), nil, nil, nil, slog.New(slog.DiscardHandler))
+	h, err := newHTTPServer(f, a, prometheus.NewRegistry(), configuredURLs(f), nil, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/config"
+	"github.com/ferryrelay/ferry/metrics"
 	"github.com/ferryrelay/ferry/signaling"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,20 +19,12 @@ import (
 // Its error log is discarded: net/http would log client addresses there.
 // Its Handler is a *signaling.Handler: close it after Shutdown to end room connections.
 func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registerer, urls []signaling.URL,
-	ready func() bool, access signaling.AccessSink, tlsConf *tls.Config, logger *slog.Logger) (*http.Server, error) {
-	var keys []signaling.APIKey
-	for _, k := range f.API.Keys {
-		sum, err := signaling.ParseAPIKeyHash(k.SHA256)
-		if err != nil {
-			return nil, fmt.Errorf("api.keys %s: %w", k.Name, err)
-		}
-		keys = append(keys, signaling.APIKey{Name: k.Name, SHA256: sum})
-	}
-	m, err := signaling.NewMetrics(reg)
+	ready metrics.Readiness, access signaling.AccessSink, rooms *signaling.RoomsConfig, tlsConf *tls.Config) (*http.Server, error) {
+	keys, err := apiKeys(f)
 	if err != nil {
 		return nil, err
 	}
-	rooms, err := roomsConfig(f, reg, logger)
+	m, err := signaling.NewMetrics(reg)
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +53,19 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		MaxHeaderBytes:    f.HTTP.MaxHeaderBytes,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}, nil
+}
+
+// apiKeys parses api.keys.
+func apiKeys(f *config.File) ([]signaling.APIKey, error) {
+	var keys []signaling.APIKey
+	for _, k := range f.API.Keys {
+		sum, err := signaling.ParseAPIKeyHash(k.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("api.keys %s: %w", k.Name, err)
+		}
+		keys = append(keys, signaling.APIKey{Name: k.Name, SHA256: sum})
+	}
+	return keys, nil
 }
 
 // serveHTTP serves on ln, with TLS when http.tls_cert_file is set. It returns

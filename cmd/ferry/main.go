@@ -40,6 +40,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringP("config", "c", "", "YAML configuration file (default: the embedded defaults)")
-	root.AddCommand(newServeCmd(), newCredentialsCmd(), newRoomCmd(), newAPIKeyCmd(), newLogsCmd(), newConfigCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newCredentialsCmd(), newRoomCmd(), newAPIKeyCmd(), newLogsCmd(), newConfigCmd(),
+		newReloadCmd(), newDrainCmd(), newSecretCmd(), newVersionCmd())
 	return root
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/config"
 	"github.com/ferryrelay/ferry/signaling"
+	"github.com/ferryrelay/ferry/signaling/web"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 )
@@ -153,6 +154,12 @@ func roomsConfig(f *config.File, reg prometheus.Registerer, log *slog.Logger) (*
 	if err != nil {
 		return nil, err
 	}
+	var page *web.Page
+	if r.Page.Enabled {
+		if page, err = web.New(web.Config{MaxFileBytes: int64(r.Page.MaxFileSize)}); err != nil {
+			return nil, err
+		}
+	}
 	p := linkPolicy(f)
 	// Pages on these origins may open the WebSocket (besides the request's own host).
 	origins := append([]string{p.Base}, f.HTTP.AllowedOrigins...)
@@ -160,5 +167,5 @@ func roomsConfig(f *config.File, reg prometheus.Registerer, log *slog.Logger) (*
 		MaxTTL: r.MaxTTL, MaxGuests: l.MaxGuests, CredentialTTL: r.CredentialTTL, RefreshBefore: r.CredentialRefresh,
 		IdleTimeout: r.IdleTimeout, PingInterval: r.PingInterval, MaxMessageBytes: l.MessageBytes,
 		MessageRate: l.MessageRate, MessageBurst: l.MessageBurst, ConnectionsPerIP: l.ConnectionsPerIP,
-		OriginPatterns: origins, Logger: log}, nil
+		OriginPatterns: origins, Logger: log, Page: page}, nil
 }

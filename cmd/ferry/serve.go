@@ -9,8 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ferryrelay/ferry/alloclog"
@@ -27,32 +32,58 @@ func newServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the TURN/STUN relay",
-		Long: "Run the TURN/STUN relay until SIGINT or SIGTERM. Without --config it runs on the\n" +
-			"embedded defaults and generates a TURN REST secret in the data directory.",
+		Long: "Run the TURN/STUN relay. Without --config it runs on the embedded defaults and\n" +
+			"generates a TURN REST secret in the data directory.\n\n" +
+			"Signals: SIGHUP reloads the configuration (ferry reload); SIGTERM drains: new\n" +
+			"allocations and rooms are refused while running calls go on, and Ferry exits when the\n" +
+			"last allocation ends or after server.drain_timeout; SIGINT, or a second SIGTERM,\n" +
+			"stops at once.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := loadConfig(cmd)
+			opts := configOptions(cmd)
+			f, err := config.Load(opts)
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), f, cmd.ErrOrStderr(), nil)
+			sigs := make(chan os.Signal, 4)
+			signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
+			defer signal.Stop(sigs)
+			// Signals steer serve (drain, reload); the command's context, which main cancels
+			// on the first SIGINT or SIGTERM, must not stop it behind their back.
+			return serve(context.WithoutCancel(cmd.Context()), opts, f, cmd.ErrOrStderr(), sigs, nil)
 		},
 	}
 	config.AddFlags(cmd.Flags())
 	return cmd
 }
 
-// server is a running Ferry: what serve starts and stops.
+// server is a running Ferry: what serve starts, reloads, drains and stops.
 type server struct {
 	relay     *relay.Server
 	alloclog  *alloclog.Log // nil when disabled
 	http      *http.Server
 	httpDone  chan error
+	api       *signaling.Handler // http's handler; nil without http.listen
 	admin     *http.Server
 	adminDone chan error
 	socks     *sockets
 	log       *slog.Logger
 	stopping  atomic.Bool
+
+	// What a reload replaces (reload.go).
+	opts     config.Options              // where the configuration came from: a reload reads it again
+	conf     atomic.Pointer[config.File] // the configuration in force
+	level    *slog.LevelVar
+	auth     *auth.Authenticator
+	tokens   *auth.RoomTokens // nil without rooms
+	tls      tlsConfigs
+	ops      *metrics.Operations
+	reloadMu sync.Mutex
+	// Drain state (drain.go).
+	draining    atomic.Bool
+	drainReq    chan struct{} // an admin POST /-/drain
+	drainReport time.Duration // how often a drain logs what remains
+	pidFile     string        // removed at exit
 }
 
 // startup is the state start builds step by step; undo unwinds what is done when a later
@@ -72,13 +103,15 @@ type startup struct {
 }
 
 // start opens the sockets and starts the relay, the HTTP API and the admin listener. It
-// logs ports, never addresses.
-func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, error) {
-	st := &startup{f: f, log: newLogger(f, logOut), s: &server{}}
-	st.s.log = st.log
+// logs ports, never addresses. opts say where f came from, for reloads.
+func start(ctx context.Context, opts config.Options, f *config.File, logOut io.Writer) (*server, error) {
+	log, level := newLogger(f, logOut)
+	st := &startup{f: f, log: log, s: &server{log: log, level: level, opts: opts,
+		drainReq: make(chan struct{}, 1), drainReport: drainReportInterval}}
+	st.s.conf.Store(f)
 	setRuntime(f)
-	steps := []func(context.Context) error{st.setupAuth, st.setupRelayIPs, st.setupMetrics,
-		st.openAllocLog, st.openSockets, st.startRelay, st.startHTTP, st.startAdmin}
+	steps := []func(context.Context) error{st.secureFiles, st.setupAuth, st.setupRelayIPs, st.setupMetrics,
+		st.openAllocLog, st.openSockets, st.startRelay, st.startHTTP, st.startAdmin, st.writePIDFile}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			for i := len(st.undo) - 1; i >= 0; i-- {
@@ -89,6 +122,33 @@ func start(ctx context.Context, f *config.File, logOut io.Writer) (*server, erro
 	}
 	st.logStarted()
 	return st.s, nil
+}
+
+// secureFiles makes what serve writes private whatever the umask (0600 files, 0700
+// directories), and fixes the modes of the data directory and the files already in it.
+func (st *startup) secureFiles(context.Context) error {
+	setUmask(serveUmask)
+	if !usesDataDir(st.f) {
+		return nil
+	}
+	dir, err := dataDir(st.f)
+	if err != nil {
+		return err
+	}
+	return secureDataDir(dir, st.log)
+}
+
+// writePIDFile writes server.pid_file, for ferry reload and ferry drain.
+func (st *startup) writePIDFile(context.Context) error {
+	p := st.f.Server.PIDFile
+	if p == "" {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("server.pid_file: %w", err)
+	}
+	st.s.pidFile = p
+	return nil
 }
 
 func (st *startup) setupAuth(context.Context) error {
@@ -105,6 +165,7 @@ func (st *startup) setupAuth(context.Context) error {
 		st.log.Info("generated a TURN REST secret; mint a credential with: "+hint, "file", path)
 	}
 	st.auth, err = newAuthenticator(st.f, secrets)
+	st.s.auth = st.auth
 	return err
 }
 
@@ -119,8 +180,13 @@ func (st *startup) setupMetrics(context.Context) error {
 	if st.certs, err = metrics.NewCertificateExpiry(st.reg); err != nil {
 		return err
 	}
+	if st.s.ops, err = metrics.NewOperations(st.reg); err != nil {
+		return err
+	}
+	st.s.ops.Loaded(time.Now())
 	turnCert, turnKey, httpCert, httpKey := tlsFiles(st.f)
 	st.tls, err = loadTLS(turnCert, turnKey, httpCert, httpKey, func(l string, t time.Time) { st.certs.Set(l, t) })
+	st.s.tls = st.tls
 	return err
 }
 
@@ -215,17 +281,24 @@ func (s *sockets) httpAddrs() (out []net.Addr) {
 }
 
 func (st *startup) startHTTP(context.Context) error {
-	f, socks, srv := st.f, st.s.socks, st.s.relay
+	f, socks := st.f, st.s.socks
 	if socks.http == nil {
 		return nil
 	}
 	udp, tcp, tls := socks.addrs()
 	urls := signaling.BuildURLs(publicHost(f, st.ips.bind4, st.ips.adv4), portsOf(udp), portsOf(tcp), portsOf(tls))
-	ready := func() bool { return srv.Ready() && !st.s.stopping.Load() }
-	h, err := newHTTPServer(f, st.auth, st.reg, urls, ready, st.access, st.tls.http, st.log)
+	rooms, err := roomsConfig(f, st.reg, st.log)
 	if err != nil {
 		return err
 	}
+	if rooms != nil {
+		st.s.tokens = rooms.Tokens
+	}
+	h, err := newHTTPServer(f, st.auth, st.reg, urls, st.s.readiness, st.access, rooms, st.tls.http)
+	if err != nil {
+		return err
+	}
+	st.s.api = h.Handler.(*signaling.Handler)
 	if len(f.API.Keys) == 0 {
 		st.log.Warn("no API keys configured: /v1/ice-servers answers 401; create one with: ferry apikey new --name app")
 	}
@@ -243,8 +316,8 @@ func (st *startup) startAdmin(context.Context) error {
 		return nil
 	}
 	s.admin = &http.Server{
-		Handler: metrics.AdminHandler(metrics.AdminConfig{Registry: st.reg, Pprof: st.f.Admin.Pprof,
-			Ready: func() bool { return s.relay.Ready() && !s.stopping.Load() }}),
+		Handler: s.adminHandler(metrics.AdminHandler(metrics.AdminConfig{Registry: st.reg, Pprof: st.f.Admin.Pprof,
+			Ready: s.readiness})),
 		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute,
 		ErrorLog: stdlog.New(io.Discard, "", 0),
 	}
@@ -292,8 +365,8 @@ func (s *server) stop() error {
 		}
 	}
 	shutdown(s.http, s.httpDone)
-	if s.http != nil { // room WebSockets are hijacked: Shutdown leaves them to the handler
-		errs = append(errs, s.http.Handler.(*signaling.Handler).Close())
+	if s.api != nil { // room WebSockets are hijacked: Shutdown leaves them to the handler
+		errs = append(errs, s.api.Close())
 	}
 	errs = append(errs, s.relay.Close())
 	s.socks.closeTURN()
@@ -301,20 +374,24 @@ func (s *server) stop() error {
 		errs = append(errs, s.alloclog.Close())
 	}
 	shutdown(s.admin, s.adminDone) // last: /readyz says 503 until the end
+	if s.pidFile != "" {
+		_ = os.Remove(s.pidFile)
+	}
 	return errors.Join(errs...)
 }
 
-// serve runs Ferry until ctx is done (SIGINT/SIGTERM), then stops it. started, if not nil,
-// receives the running server (for tests).
-func serve(ctx context.Context, f *config.File, logOut io.Writer, started func(*server)) error {
-	s, err := start(ctx, f, logOut)
+// serve runs Ferry until a signal on sigs or the end of ctx stops it (drain.go: run), then
+// stops it. opts say where f came from, for reloads. started, if not nil, receives the
+// running server (for tests).
+func serve(ctx context.Context, opts config.Options, f *config.File, logOut io.Writer, sigs <-chan os.Signal, started func(*server)) error {
+	s, err := start(ctx, opts, f, logOut)
 	if err != nil {
 		return err
 	}
 	if started != nil {
 		started(s)
 	}
-	<-ctx.Done()
+	s.run(ctx, sigs)
 	s.log.Info("stopping")
 	if err := s.stop(); err != nil {
 		return err

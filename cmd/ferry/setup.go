@@ -25,18 +25,33 @@ import (
 
 // loadConfig loads the configuration for a command: --config, FERRY_* and the command's flags.
 func loadConfig(cmd *cobra.Command) (*config.File, error) {
-	path, _ := cmd.Flags().GetString("config")
-	return config.Load(config.Options{Path: path, Flags: cmd.Flags(), Environ: os.Environ()})
+	return config.Load(configOptions(cmd))
 }
 
-func newLogger(f *config.File, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(f.Log.Level))
+// configOptions say where a command's configuration comes from: --config, the environment
+// as the command started, and its flags.
+func configOptions(cmd *cobra.Command) config.Options {
+	path, _ := cmd.Flags().GetString("config")
+	return config.Options{Path: path, Flags: cmd.Flags(), Environ: os.Environ()}
+}
+
+// newLogger returns the process log in log.format at log.level; a reload sets the level
+// through the returned LevelVar.
+func newLogger(f *config.File, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	setLevel(level, f)
 	opts := &slog.HandlerOptions{Level: level}
 	if f.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(slog.NewJSONHandler(w, opts)), level
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(slog.NewTextHandler(w, opts)), level
+}
+
+// setLevel sets v to log.level (validated: debug, info, warn or error).
+func setLevel(v *slog.LevelVar, f *config.File) {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(f.Log.Level))
+	v.Set(level)
 }
 
 // dataDir returns the configured state directory or the user's state directory, created
@@ -117,11 +132,16 @@ func ensureKeyFile(f *config.File, name string, minLen int) (key, path string, g
 }
 
 func newAuthenticator(f *config.File, secrets []string) (*auth.Authenticator, error) {
+	return auth.New(authConfig(f, secrets))
+}
+
+// authConfig maps the auth section (with the resolved secrets) onto the authenticator's.
+func authConfig(f *config.File, secrets []string) auth.Config {
 	static := map[string]string{}
 	for _, u := range f.Auth.StaticUsers {
 		static[u.Name] = u.Password
 	}
-	return auth.New(auth.Config{Secrets: secrets, StaticUsers: static, MaxTTL: f.Auth.MaxTTL, ClockSkew: f.Auth.ClockSkew})
+	return auth.Config{Secrets: secrets, StaticUsers: static, MaxTTL: f.Auth.MaxTTL, ClockSkew: f.Auth.ClockSkew}
 }
 
 // relayAddrs are Ferry's own relay addresses: bound and advertised, per family (invalid

@@ -2,6 +2,7 @@ package alloc
 
 import (
 	crand "crypto/rand"
+	"math/bits"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -36,6 +37,17 @@ func newPortRange(min, max uint16) *portRange {
 }
 
 func (p *portRange) size() int { return int(p.max) - int(p.min) + 1 }
+
+// inUse counts the ports taken: relayed by an allocation of ours, or reserved.
+func (p *portRange) inUse() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, w := range p.used {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
 
 func (p *portRange) isUsed(port uint16) bool {
 	i := int(port - p.min)

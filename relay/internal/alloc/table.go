@@ -59,7 +59,7 @@ type Table struct {
 	now          func() time.Time
 	stats        *stats.Relay
 	events       EventSink
-	policy       *policy.Policy
+	policy       atomic.Pointer[policy.Policy] // replaced whole by SetPolicy
 	servicePorts portSet
 
 	byKey   index
@@ -109,7 +109,8 @@ func NewTable(cfg Config) (*Table, error) {
 		return nil, errors.New("relay: table needs a policy, stats and a maximum age")
 	}
 	t := &Table{cfg: cfg, now: cfg.Now, stats: cfg.Stats, events: cfg.Events,
-		policy: cfg.Policy, tcpByIP: map[netip.AddrPort]*Allocation{}, perUser: map[string]*userState{}}
+		tcpByIP: map[netip.AddrPort]*Allocation{}, perUser: map[string]*userState{}}
+	t.policy.Store(cfg.Policy)
 	if t.now == nil {
 		t.now = time.Now
 	}
@@ -499,14 +500,36 @@ func (t *Table) byBind(ap netip.AddrPort) *Allocation {
 }
 
 // Policy returns the peer policy.
-func (t *Table) Policy() *policy.Policy { return t.policy }
+func (t *Table) Policy() *policy.Policy { return t.policy.Load() }
+
+// SetPolicy replaces the peer policy (a configuration reload). It judges every permission,
+// channel binding and connect asked for from then on; those already installed keep the
+// class they were given until they expire or are refreshed.
+func (t *Table) SetPolicy(p *policy.Policy) { t.policy.Store(p) }
+
+// RelayPorts returns how many relay ports are taken (by allocations or reservations) in
+// the fullest of the port ranges (one per address family, UDP and TCP apart), and its size.
+func (t *Table) RelayPorts() (inUse, total int) {
+	for i := range t.fam {
+		f := &t.fam[i]
+		if f.ports == nil {
+			continue
+		}
+		for _, r := range []*portRange{f.ports, f.tcpPorts} {
+			if n, size := r.inUse(), r.size(); total == 0 || n*total > inUse*size {
+				inUse, total = n, size
+			}
+		}
+	}
+	return inUse, total
+}
 
 // CheckPeer applies the peer policy to a transport address for a channel binding (or, with
 // tcp, an RFC 6062 Connect): the IP must be allowed, one of Ferry's relay IPs only at an
 // active relayed transport address, a host address never at one of Ferry's service ports.
 // It returns the class, or 0 and the denial reason.
 func (t *Table) CheckPeer(peer netip.AddrPort, tcp bool) (policy.Class, string) {
-	class, reason := t.policy.Check(peer.Addr())
+	class, reason := t.policy.Load().Check(peer.Addr())
 	switch class {
 	case 0:
 		return 0, reason

@@ -86,7 +86,7 @@ func (t *Table) acceptPeers(a *Allocation) {
 			time.Sleep(10 * time.Millisecond) // out of descriptors and the like
 			continue
 		}
-		remote := unmapped(c.RemoteAddr())
+		remote := sockopt.AddrPort(c.RemoteAddr())
 		// A connection from another TCP relayed transport address of ours comes from its
 		// bind address; its permission was installed for the advertised one.
 		if other := t.tcpByBind(remote); other != nil {
@@ -293,7 +293,7 @@ func (c *connTable) hasPeer(a *Allocation, peer netip.AddrPort) bool {
 		}
 	}
 	for p := range c.bound {
-		if p.Alloc == a && unmapped(p.RemoteAddr()) == peer {
+		if p.Alloc == a && sockopt.AddrPort(p.RemoteAddr()) == peer {
 			return true
 		}
 	}
@@ -367,16 +367,4 @@ func (c *connTable) closeAll() {
 	for p := range c.bound {
 		_ = p.Close()
 	}
-}
-
-// unmapped returns a TCP or UDP address as an unmapped netip.AddrPort without zone.
-func unmapped(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch v := a.(type) {
-	case *net.TCPAddr:
-		ap = v.AddrPort()
-	case *net.UDPAddr:
-		ap = v.AddrPort()
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
 }

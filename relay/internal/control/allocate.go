@@ -26,6 +26,10 @@ func (h *Handler) allocate(r *request) {
 		r.fail(stun.CodeAllocMismatch) // the 5-tuple is in use (and this is no retransmission)
 		return
 	}
+	if h.draining.Load() {
+		r.fail(DrainCode) // drain.go
+		return
+	}
 	req, code := h.allocationRequest(r)
 	if code != 0 {
 		r.fail(code)

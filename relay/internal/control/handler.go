@@ -96,7 +96,9 @@ type Handler struct {
 	nonces *nonces
 	unauth *unauthLimiter
 	limits atomic.Pointer[Limits]
-	msgs   sync.Pool // *stun.Message
+	// draining refuses new allocations (drain.go).
+	draining atomic.Bool
+	msgs     sync.Pool // *stun.Message
 }
 
 // New returns a Handler.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferryrelay/ferry/relay/internal/alloc"
 	"github.com/ferryrelay/ferry/relay/internal/control"
+	"github.com/ferryrelay/ferry/relay/internal/sockopt"
 	"github.com/ferryrelay/ferry/relay/internal/stats"
 	"github.com/ferryrelay/ferry/relay/internal/wire"
 )
@@ -106,7 +107,7 @@ func (l *Listeners) Addrs() (udp, tcp, tls []netip.AddrPort) {
 		udp = l.udp.addrs()
 	}
 	for _, s := range l.streams {
-		ap := addrPort(s.ln.Addr())
+		ap := sockopt.AddrPort(s.ln.Addr())
 		if s.transport == wire.TLS {
 			tls = append(tls, ap)
 		} else {
@@ -147,18 +148,6 @@ func ignoreClosed(err error) error {
 		return nil
 	}
 	return err
-}
-
-// addrPort converts a *net.UDPAddr or *net.TCPAddr to an unmapped netip.AddrPort.
-func addrPort(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch v := a.(type) {
-	case *net.UDPAddr:
-		ap = v.AddrPort()
-	case *net.TCPAddr:
-		ap = v.AddrPort()
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap().WithZone(""), ap.Port())
 }
 
 // connSet tracks open client connections, so Close can end them.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferryrelay/ferry/internal/mmsg"
 	"github.com/ferryrelay/ferry/relay/internal/alloc"
+	"github.com/ferryrelay/ferry/relay/internal/sockopt"
 	"golang.org/x/sys/unix"
 )
 
@@ -102,7 +103,7 @@ func newEventLoop(l *Listeners) (*eventLoop, error) {
 
 // addListener moves c into the loop.
 func (e *eventLoop) addListener(c *net.UDPConn) error {
-	local := addrPort(c.LocalAddr())
+	local := sockopt.AddrPort(c.LocalAddr())
 	s, err := alloc.FromConn(c, mmsg.IsV6(c))
 	if err != nil {
 		return fmt.Errorf("relay: UDP listener %s: %w", local, err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ferryrelay/ferry/relay/internal/alloc"
 	"github.com/ferryrelay/ferry/relay/internal/control"
+	"github.com/ferryrelay/ferry/relay/internal/sockopt"
 	"github.com/ferryrelay/ferry/relay/internal/stats"
 	"github.com/ferryrelay/ferry/relay/internal/wire"
 )
@@ -45,7 +46,7 @@ func (s *streamListener) acceptLoop(ctx context.Context) {
 				return
 			}
 		}
-		remote := addrPort(c.RemoteAddr())
+		remote := sockopt.AddrPort(c.RemoteAddr())
 		if reason := s.l.conns.acquire(remote.Addr()); reason != "" {
 			s.l.cfg.Stats.ConnsRefused.WithLabelValues(reason).Inc()
 			_ = c.Close()
@@ -106,7 +107,7 @@ func (c *streamConn) serve(ctx context.Context, handshake bool) {
 			return
 		}
 	}
-	c.key = alloc.Key{Transport: c.s.transport, Client: c.remote, Server: addrPort(c.conn.LocalAddr())}
+	c.key = alloc.Key{Transport: c.s.transport, Client: c.remote, Server: sockopt.AddrPort(c.conn.LocalAddr())}
 	c.buf = make([]byte, streamBufLen)
 	c.idle()
 	bound := c.frames()

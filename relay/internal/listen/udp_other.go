@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/ferryrelay/ferry/relay/internal/alloc"
+	"github.com/ferryrelay/ferry/relay/internal/sockopt"
 )
 
 // startUDP serves UDP listener sockets with a goroutine each, outside Linux.
@@ -34,7 +35,7 @@ func startGoroutineUDP(l *Listeners, groups [][]*net.UDPConn) (*goroutineUDP, er
 			if err != nil {
 				return nil, err
 			}
-			g.socks, g.local = append(g.socks, s), append(g.local, addrPort(c.LocalAddr()))
+			g.socks, g.local = append(g.socks, s), append(g.local, sockopt.AddrPort(c.LocalAddr()))
 		}
 	}
 	for i, s := range g.socks {
