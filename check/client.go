@@ -24,7 +24,8 @@ type client struct {
 	relay   net.PacketConn // nil before Allocate
 	deleted bool           // the allocation was deleted by the check's own Refresh
 	creds   Target
-	realm   string
+	realm   string // learnt from the server's 401
+	nonce   string // the last nonce the server gave (refresh)
 }
 
 func newClient(conn net.PacketConn, server string, t Target) (*client, error) {
@@ -82,12 +83,24 @@ func (c *client) allocate(ctx context.Context) error {
 }
 
 // refresh sends an authenticated Refresh with lifetime seconds (0 deletes the allocation,
-// RFC 8656 §8) and returns the granted lifetime. The nonce comes from a 401 to an
-// unauthenticated Refresh, and a 438 gets one retry with the fresh nonce.
+// RFC 8656 §8) and returns the granted lifetime. The first Refresh learns a nonce from the
+// 401 to an unauthenticated one; later ones use it, and a 438 (or 401) with a fresh nonce
+// gets one retry.
 func (c *client) refresh(ctx context.Context, lifetime uint32) (uint32, error) {
 	method := stun.NewType(stun.MethodRefresh, stun.ClassRequest)
 	life := lifetimeAttr(lifetime)
-	res, err := c.transact(ctx, method, life, stun.Fingerprint)
+	authed := func() (*stun.Message, error) {
+		integrity := stun.NewLongTermIntegrity(c.creds.Username, c.realm, c.creds.Password)
+		return c.transact(ctx, method, life, stun.NewUsername(c.creds.Username), stun.NewRealm(c.realm),
+			stun.NewNonce(c.nonce), integrity, stun.Fingerprint)
+	}
+	var res *stun.Message
+	var err error
+	if c.nonce == "" {
+		res, err = c.transact(ctx, method, life, stun.Fingerprint)
+	} else {
+		res, err = authed()
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -95,21 +108,19 @@ func (c *client) refresh(ctx context.Context, lifetime uint32) (uint32, error) {
 		if res.Type.Class != stun.ClassErrorResponse {
 			break
 		}
-		code := errorCode(res)
-		if code != stun.CodeUnauthorized && code != stun.CodeStaleNonce {
+		if code := errorCode(res); code != stun.CodeUnauthorized && code != stun.CodeStaleNonce {
 			break
 		}
 		var nonce stun.Nonce
-		var realm stun.Realm
 		if nonce.GetFrom(res) != nil {
 			return 0, turnError(res)
 		}
-		if realm.GetFrom(res) != nil {
-			realm = stun.NewRealm(c.realm)
+		c.nonce = nonce.String()
+		var realm stun.Realm
+		if realm.GetFrom(res) == nil {
+			c.realm = realm.String()
 		}
-		integrity := stun.NewLongTermIntegrity(c.creds.Username, realm.String(), c.creds.Password)
-		res, err = c.transact(ctx, method, life, stun.NewUsername(c.creds.Username), realm, nonce, integrity, stun.Fingerprint)
-		if err != nil {
+		if res, err = authed(); err != nil {
 			return 0, err
 		}
 	}

@@ -63,7 +63,8 @@ admin:
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(pem)
 	secret := p.secret(t)
-	user, pass := restCred(secret, "shared")
+	var users sync.Mutex
+	n := 0
 	https := func(h2 bool) error {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: h2}
 		if !h2 {
@@ -81,6 +82,10 @@ admin:
 		return nil
 	}
 	turnCheck := func(scheme string, dial func(context.Context, string, string) (net.Conn, error)) error {
+		users.Lock()
+		n++ // a user of its own each, as each clinic's browser is (relay.max_allocations_per_user)
+		user, pass := restCred(secret, fmt.Sprintf("clinic-%d", n))
+		users.Unlock()
 		res := check.Run(context.Background(), check.Target{URL: scheme + ":" + shared + "?transport=tcp", Username: user, Password: pass},
 			check.Options{RootCAs: roots, Timeout: 10 * time.Second, Dial: dial})
 		if !res.OK {
