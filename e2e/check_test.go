@@ -438,5 +438,11 @@ func TestCheckPageInChromium(t *testing.T) {
 		t.Fatalf("verdict %v, relay protocols %v, report:\n%s", verdict, relays, report)
 	}
 	t.Logf("check page report:\n%s", report)
+	// German on request, results kept.
+	tb.click("lang")
+	if lang, heading := tb.eval(`document.documentElement.lang`), tb.eval(`document.querySelector('h1').textContent`); lang != "de" || heading != "Verbindungsprüfung" ||
+		!strings.Contains(tb.eval(`document.querySelector('[data-testid=verdict]').textContent`).(string), "Videosprechstunden funktionieren") {
+		t.Errorf("after the language switch: lang %v, heading %v", lang, heading)
+	}
 	noErrs(t, tb)
 }
