@@ -120,7 +120,7 @@ func (c *wsConn) welcome(j *Joined) ([]byte, error) {
 // issue mints fresh TURN credentials for this participant (user id: its room id) and
 // schedules the next ice-servers push.
 func (c *wsConn) issue() ([]ICEServer, string) {
-	conf, cred, err := c.h.iceConfig(c.you, c.cfg.CredentialTTL, c.h.cfg.URLs)
+	conf, cred, err := c.h.iceConfig(c.you, c.cfg.CredentialTTL, c.h.relayURLs("", c.room))
 	if err != nil {
 		c.cfg.Logger.Warn("no TURN credentials for a room participant", "err", err)
 		return []ICEServer{}, ""
