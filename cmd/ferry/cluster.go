@@ -46,6 +46,9 @@ func (st *startup) startCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// go-redis logs connection failures itself (the process's only Redis client is this
+	// one): into Ferry's log at debug; the registry and rooms say what an outage means.
+	redis.SetLogger(redisLog{st.log.With("component", "redis")})
 	cn := &clusterNode{id: id, client: client}
 	st.undo = append(st.undo, func() { _ = cn.close() })
 	if err := cluster.Ping(ctx, client); err != nil {
@@ -222,4 +225,11 @@ func (cn *clusterNode) close() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// redisLog routes go-redis's own messages into Ferry's log, at debug level.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
