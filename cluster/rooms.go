@@ -152,7 +152,9 @@ func (r *Rooms) receive() {
 		switch m := m.(type) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" && !first {
-				r.log.Info("room channel subscribed again after a Redis outage")
+				r.log.Info("room channel subscribed again after a Redis outage: putting this instance's participants back")
+				r.beat()
+				r.restore()
 			}
 			first = false
 		case *redis.Message:
@@ -267,6 +269,38 @@ func (r *Rooms) sweep() {
 	}
 }
 
+// restore writes this instance's participants back into their rooms, for rooms Redis lost
+// (a restart without persistence); rooms Redis kept are left as they are.
+func (r *Rooms) restore() {
+	var reqs []roomRequest
+	r.mu.Lock()
+	for id, lr := range r.rooms {
+		if lr.snap == nil {
+			continue
+		}
+		q := roomRequest{Op: "restore", Room: id, V: lr.applied, Until: lr.snap.Until, Participants: lr.snap.Cap}
+		for pid, lp := range lr.parts {
+			p := lr.snap.part(pid)
+			if p == nil || p.Inst != r.inst {
+				continue
+			}
+			q.Parts = append(q.Parts, restorePart{ID: pid, Role: lp.role, Key: lp.key, Waiting: p.Waiting, Order: p.Order,
+				Gen: lp.gen, Away: lp.conn == nil, NFT: lp.nameFromToken, Seq: lp.seq})
+		}
+		if len(q.Parts) > 0 {
+			reqs = append(reqs, q)
+		}
+	}
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*commandTimeout)
+	defer cancel()
+	for _, q := range reqs {
+		if m, err := r.change(ctx, q); err == nil {
+			r.offer(m)
+		}
+	}
+}
+
 // Close ends every room on this instance without notifying anyone, stops every timer and
 // the subscription. Participants stay in Redis: within the reconnect grace their clients
 // take their place over on another instance; after it, the others are told they left.
@@ -312,6 +346,22 @@ type roomRequest struct {
 	NoWait       bool   `json:"nowait"`
 	NFT          bool   `json:"nft"`
 	Existing     bool   `json:"existing"`
+	// Restore only.
+	V     uint64        `json:"v"`
+	Parts []restorePart `json:"parts,omitempty"`
+}
+
+// restorePart is a participant of this instance put back into a room Redis lost.
+type restorePart struct {
+	ID      string `json:"id"`
+	Role    string `json:"r"`
+	Key     string `json:"k"`
+	Waiting bool   `json:"w"`
+	Order   int    `json:"o"`
+	Gen     uint64 `json:"g"`
+	Away    bool   `json:"a"`
+	NFT     bool   `json:"n"`
+	Seq     uint64 `json:"s"`
 }
 
 // errRedis wraps a failure to reach Redis.

@@ -183,8 +183,28 @@ local function act()
   return nil
 end
 
+-- restore puts back this instance's participants after Redis lost the room (a restart
+-- without persistence): what one-visit links were used and which were denied is gone.
+local function restore()
+  if not room then
+    room = {v = req.v, u = req.till, cap = req.participants, e = false, o = 0, used = {}, den = {}, p = {}, rs = true}
+  end
+  if not room.rs then return 'kept' end -- Redis kept it: nothing to put back
+  if room.e then return 'ended' end
+  room.v = math.max(room.v, req.v)
+  if req.till > room.u then room.u = req.till end
+  for _, q in ipairs(req.parts) do
+    if not room.p[q.id] then
+      room.p[q.id] = {id = q.id, r = q.r, k = q.k, w = q.w, o = q.o, i = req.inst, g = q.g, a = q.a, at = q.a and now or nil,
+        n = q.n, s = q.s}
+      room.o = math.max(room.o, q.o)
+    end
+  end
+  return nil
+end
+
 local err
-if req.op == 'join' then err = join() else err = act() end
+if req.op == 'join' then err = join() elseif req.op == 'restore' then err = restore() else err = act() end
 if err then return fail(err) end
 
 room.v = room.v + 1

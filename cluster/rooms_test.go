@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,17 @@ func (c *conn) quiet(d time.Duration) {
 	case <-time.After(d):
 	}
 }
+
+// TestMain keeps go-redis's own messages (connection refused while a test stops Redis) out
+// of the test output.
+func TestMain(m *testing.M) {
+	redis.SetLogger(quietRedis{})
+	os.Exit(m.Run())
+}
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
 
 func newClient(t testing.TB, srv *redistest.Server) *redis.Client {
 	t.Helper()
@@ -260,5 +272,68 @@ func TestReconnectToAnotherInstanceKeepsUnconfirmedMessages(t *testing.T) {
 	guest2.Leave(true)
 	if ev := hc.expect(signaling.TypePeerLeft); ev.Peer.ID != gid || ev.Reason != signaling.LeftClosed {
 		t.Fatalf("peer-left: %+v", ev)
+	}
+}
+
+// Redis stops: a room whose participants are on one instance goes on relaying; a change
+// that needs Redis is refused (never silently lost). Redis comes back empty: each instance
+// puts its participants back, and the room works across instances again.
+func TestRoomsSurviveARedisRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	c := newClient(t, srv)
+	lim := signaling.MemoryRoomsConfig{Participants: 3}
+	a := newRooms(t, c, "a", lim)
+	b := newRooms(t, c, "b", lim)
+	host, hc := join(t, a, ticket("room3", auth.RoleHost, "k-host", "H"))
+	hid := hc.expect(signaling.TypeWelcome).Joined.ID
+	guest, gc := join(t, a, ticket("room3", auth.RoleGuest, "k-guest", "G"))
+	gid := gc.expect(signaling.TypeWelcome).Joined.ID
+	hc.expect(signaling.TypeKnock)
+	if err := host.Admit(context.Background(), gid); err != nil {
+		t.Fatal(err)
+	}
+	gc.expect(signaling.TypeAdmitted)
+	hc.expect(signaling.TypePeerJoined)
+	other, oc := join(t, b, ticket("room3", auth.RoleGuest, "k-other", "O"))
+	oid := oc.expect(signaling.TypeWelcome).Joined.ID
+	hc.expect(signaling.TypeKnock)
+
+	srv.Stop()
+	if err := host.Relay(context.Background(), gid, signaling.Relayed{Type: signaling.TypeOffer, SDP: "v=0"}); err != nil {
+		t.Fatalf("relay on one instance without Redis: %v", err)
+	}
+	relayed(t, gc.next())
+	if err := guest.Relay(context.Background(), hid, signaling.Relayed{Type: signaling.TypeAnswer, SDP: "v=0"}); err != nil {
+		t.Fatal(err)
+	}
+	relayed(t, hc.next())
+	if err := host.Admit(context.Background(), oid); err == nil {
+		t.Fatal("admit without Redis must fail")
+	}
+
+	srv.Restart()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := host.Admit(context.Background(), oid)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("admit after Redis came back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	oc.expect(signaling.TypeAdmitted)
+	if err := other.Relay(context.Background(), hid, signaling.Relayed{Type: signaling.TypeOffer, SDP: "v=0"}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ev := hc.next()
+		if ev.Type == signaling.EventRelayed {
+			if m := relayed(t, ev); m["from"] != oid {
+				t.Fatalf("relayed: %v", m)
+			}
+			break
+		}
 	}
 }
