@@ -28,8 +28,6 @@ const (
 	membersKey = keyPrefix + "members"
 	// roomKey + room id: a room's shared state (rooms.go), expiring at the room's end.
 	roomKey = keyPrefix + "room:"
-	// instanceKey + instance id: a signaling instance's liveness, for its rooms' participants.
-	instanceKey = keyPrefix + "instance:"
 	// instanceChannel + instance id: the Pub/Sub channel of a signaling instance.
 	instanceChannel = keyPrefix + "instance:"
 )

@@ -134,7 +134,7 @@ func ReadRelays(ctx context.Context, c *redis.Client) ([]*Node, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*commandTimeout)
 	defer cancel()
 	now := strconv.FormatInt(unixMilli(time.Now()), 10)
-	ids, err := c.ZRangeByScore(ctx, relaysKey, &redis.ZRangeBy{Min: "(" + now, Max: "+inf"}).Result()
+	ids, err := c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: relaysKey, ByScore: true, Start: "(" + now, Stop: "+inf"}).Result()
 	if err != nil {
 		return nil, err
 	}

@@ -240,7 +240,7 @@ func (r *Rooms) sweep() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*commandTimeout)
 	defer cancel()
 	now := unixMilli(time.Now())
-	alive, err := r.rdb.ZRangeByScore(ctx, instancesKey, &redis.ZRangeBy{Min: strconv.FormatInt(now, 10), Max: "+inf"}).Result()
+	alive, err := r.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: instancesKey, ByScore: true, Start: strconv.FormatInt(now, 10), Stop: "+inf"}).Result()
 	if err != nil {
 		return
 	}

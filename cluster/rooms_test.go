@@ -54,16 +54,6 @@ func (c *conn) expect(typ string) signaling.Event {
 	return ev
 }
 
-// quiet checks that nothing arrives for d.
-func (c *conn) quiet(d time.Duration) {
-	c.t.Helper()
-	select {
-	case ev := <-c.ch:
-		c.t.Fatalf("unexpected event %q (%+v)", ev.Type, ev)
-	case <-time.After(d):
-	}
-}
-
 // TestMain keeps go-redis's own messages (connection refused while a test stops Redis) out
 // of the test output.
 func TestMain(m *testing.M) {
