@@ -314,8 +314,16 @@ func TestRoomsSurviveARedisRestart(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	oc.expect(signaling.TypeAdmitted)
-	if err := other.Relay(context.Background(), hid, signaling.Relayed{Type: signaling.TypeOffer, SDP: "v=0"}); err != nil {
-		t.Fatal(err)
+	// a's channel may still be subscribing again: the sender is told (undeliverable).
+	for {
+		err := other.Relay(context.Background(), hid, signaling.Relayed{Type: signaling.TypeOffer, SDP: "v=0"})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, signaling.ErrUndeliverable) || time.Now().After(deadline) {
+			t.Fatalf("relay after Redis came back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	for {
 		ev := hc.next()

@@ -118,6 +118,7 @@ type lroom struct {
 	stuck    time.Time // when the next version was first missed
 	joining  int       // joins in flight: nothing is applied meanwhile
 	advanced chan struct{}
+	held     []relayMsg        // relayed messages that came before the change they depend on
 	names    map[string]string // display names heard in messages
 	parts    map[string]*lpart // participants connected here (or reconnecting here)
 	stopEnd  func() bool
@@ -228,8 +229,22 @@ func (r *Rooms) drain(lr *lroom) []outgoing {
 		lr.stuck = time.Now()
 	} else if len(lr.pending) == 0 {
 		lr.stuck = time.Time{}
+		r.redeliverHeld(lr)
 	}
 	return out
+}
+
+// redeliverHeld delivers the relayed messages held while this instance was behind.
+func (r *Rooms) redeliverHeld(lr *lroom) {
+	held := lr.held
+	lr.held = nil
+	for _, m := range held {
+		lp := lr.parts[m.To]
+		from := lr.snap.part(m.From)
+		if lp == nil || from == nil || from.Waiting || r.deliverRelay(lr, lp, m.From, m.Msg) != nil {
+			r.msgs.WithLabelValues("lost").Inc()
+		}
+	}
 }
 
 // force applies the pending versions up to v, skipping the ones that never came.
@@ -537,8 +552,13 @@ func (r *Rooms) relayIn(m *relayMsg) {
 		r.msgs.WithLabelValues("lost").Inc()
 	case lr.parts[m.To] != nil:
 		r.msgs.WithLabelValues("relay_in").Inc()
-		if from := lr.snap.part(m.From); from == nil || from.Waiting ||
-			r.deliverRelay(lr, lr.parts[m.To], m.From, m.Msg) != nil {
+		if from := lr.snap.part(m.From); from == nil || from.Waiting || lr.waiting(m.To) {
+			if len(lr.pending) > 0 && len(lr.held) < r.lim.OutboxMessages {
+				lr.held = append(lr.held, *m) // this instance is behind: try again once it caught up
+			} else {
+				r.msgs.WithLabelValues("lost").Inc()
+			}
+		} else if r.deliverRelay(lr, lr.parts[m.To], m.From, m.Msg) != nil {
 			r.msgs.WithLabelValues("lost").Inc()
 		}
 	default:

@@ -54,7 +54,8 @@ func (s *session) Relay(ctx context.Context, to string, m signaling.Relayed) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*commandTimeout)
 	defer cancel()
-	if err := r.rdb.Publish(ctx, instanceChannel+t.Inst, data).Err(); err != nil {
+	// No receiver: that instance is not subscribed (gone, or reconnecting to Redis).
+	if n, err := r.rdb.Publish(ctx, instanceChannel+t.Inst, data).Result(); err != nil || n == 0 {
 		r.msgs.WithLabelValues("lost").Inc()
 		return signaling.ErrUndeliverable
 	}
