@@ -407,7 +407,7 @@ func (e codeError) Error() string { return "cluster: rooms: " + string(e) }
 func sessionError(err error) error {
 	var c codeError
 	if !errors.As(err, &c) {
-		return signaling.ErrUndeliverable // Redis is unreachable: the change did not happen
+		return signaling.ErrUnavailable // Redis is unreachable: the change did not happen
 	}
 	switch c {
 	case "stale":

@@ -57,7 +57,7 @@ func (s *session) Relay(ctx context.Context, to string, m signaling.Relayed) err
 	// No receiver: that instance is not subscribed (gone, or reconnecting to Redis).
 	if n, err := r.rdb.Publish(ctx, instanceChannel+t.Inst, data).Result(); err != nil || n == 0 {
 		r.msgs.WithLabelValues("lost").Inc()
-		return signaling.ErrUndeliverable
+		return signaling.ErrUnavailable
 	}
 	r.msgs.WithLabelValues("relay_out").Inc()
 	return nil

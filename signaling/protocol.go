@@ -231,6 +231,7 @@ const (
 	ErrCodeNotAllowed    = "not_allowed"   // admit/deny/return/end need the host role
 	ErrCodeRoomFull      = "room_full"     // admit: no room for another participant
 	ErrCodeUndeliverable = "undeliverable" // the addressee is reconnecting and its buffer is full
+	ErrCodeUnavailable   = "unavailable"   // the rooms' shared store (a cluster's Redis) cannot be reached: try again
 	ErrCodeNotText       = "not_text"      // a binary message
 )
 

@@ -13,6 +13,7 @@ var errorMessages = map[string]string{
 	ErrCodeNotAllowed:    "not allowed for your role",
 	ErrCodeRoomFull:      "the room is full",
 	ErrCodeUndeliverable: "the participant is reconnecting and cannot take more messages",
+	ErrCodeUnavailable:   "the server cannot do this now: try again in a moment",
 }
 
 // handle acts on one client message.
