@@ -170,11 +170,20 @@ type RelaySection struct {
 	MaxAllocationAge time.Duration `mapstructure:"max_allocation_age" yaml:"max_allocation_age"`
 	// MaxLifetime caps the LIFETIME a client may ask for (RFC 8656 §7.2); 600 s to 24 h.
 	MaxLifetime         time.Duration `mapstructure:"max_lifetime" yaml:"max_lifetime"`
-	MaxPermissions      int           `mapstructure:"max_permissions" yaml:"max_permissions"`
 	MaxConnectionsPerIP int           `mapstructure:"max_connections_per_ip" yaml:"max_connections_per_ip"`
 	MaxConnections      int           `mapstructure:"max_connections" yaml:"max_connections"`
-	MaxAllocations      int           `mapstructure:"max_allocations" yaml:"max_allocations"`
-	MaxAllocationsUser  int           `mapstructure:"max_allocations_per_user" yaml:"max_allocations_per_user"`
+	// Quotas, bandwidth caps and the pace of unauthenticated answers (README: Running a
+	// public relay safely). Allocation quotas: 0 is no cap.
+	MaxAllocations     int `mapstructure:"max_allocations" yaml:"max_allocations"`
+	MaxAllocationsUser int `mapstructure:"max_allocations_per_user" yaml:"max_allocations_per_user"`
+	MaxPermissions     int `mapstructure:"max_permissions" yaml:"max_permissions"`
+	MaxChannels        int `mapstructure:"max_channels" yaml:"max_channels"`
+	// Bandwidth caps in bits per second in each direction (0: no cap), and the depth of
+	// their token buckets as time at the capped rate.
+	BandwidthAllocation Bitrate       `mapstructure:"bandwidth_per_allocation" yaml:"bandwidth_per_allocation"`
+	BandwidthUser       Bitrate       `mapstructure:"bandwidth_per_user" yaml:"bandwidth_per_user"`
+	BandwidthTotal      Bitrate       `mapstructure:"bandwidth_total" yaml:"bandwidth_total"`
+	BandwidthBurst      time.Duration `mapstructure:"bandwidth_burst" yaml:"bandwidth_burst"`
 	UnauthRate          float64       `mapstructure:"unauth_rate" yaml:"unauth_rate"`
 	UnauthBurst         int           `mapstructure:"unauth_burst" yaml:"unauth_burst"`
 }

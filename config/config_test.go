@@ -36,7 +36,7 @@ func TestEmbeddedDefaultIsValid(t *testing.T) {
 }
 
 func TestFileEnvAndFlagsOverride(t *testing.T) {
-	p := write(t, "turn:\n  realm: clinic.example\n  tcp_listen: []\nrelay:\n  allowed_peers: [10.1.0.0/16]\n")
+	p := write(t, "turn:\n  realm: clinic\n  tcp_listen: []\nrelay:\n  allowed_peers: [10.1.0.0/16]\n")
 	t.Setenv("FERRY_RELAY_PORT_MIN", "50000")
 	t.Setenv("FERRY_AUTH_SECRETS", "first-secret-0123456789,second-secret-0123456789")
 	t.Setenv("FERRY_TURN_UDP_LISTEN", "")
@@ -49,7 +49,7 @@ func TestFileEnvAndFlagsOverride(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.TURN.Realm != "clinic.example" || len(f.TURN.TCPListen) != 1 {
+	if f.TURN.Realm != "clinic" || len(f.TURN.TCPListen) != 1 {
 		t.Errorf("file values lost: %+v", f)
 	}
 	if f.Relay.PortMin != 50000 || len(f.Auth.Secrets) != 2 || f.Auth.Secrets[1] != "second-secret-0123456789" {

@@ -55,7 +55,7 @@ func Load(opts Options) (*File, error) {
 	}
 	var f File
 	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
-		decodeDuration, decodeSize, decodeAddrs, strictScalars, mapstructure.StringToWeakSliceHookFunc(",")))
+		decodeDuration, decodeSize, decodeBitrate, decodeAddrs, strictScalars, mapstructure.StringToWeakSliceHookFunc(",")))
 	failed := map[string]bool{}
 	if err := v.UnmarshalExact(&f, hook); err != nil {
 		decodeProblems(err, defaultKeys, &p, failed)
@@ -154,7 +154,7 @@ func suggestEnv(name string, known map[string]envKey) string {
 func strictScalars(from, to reflect.Type, data any) (any, error) {
 	switch to.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		if to == durationType || to == sizeType {
+		if to == durationType || to == sizeType || to == bitrateType {
 			return data, nil // decoded by their own hooks
 		}
 		switch v := data.(type) {

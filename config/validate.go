@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Validate checks every value and returns every problem, one per mistake, each naming the
@@ -28,6 +29,7 @@ func (f *File) Validate() []error {
 		(*File).validateListeners,
 		(*File).validateRelayAddresses,
 		(*File).validateRelay,
+		(*File).validateLimits,
 		(*File).validateAuth,
 		(*File).validateHTTP,
 		(*File).validateAPI,
@@ -93,8 +95,11 @@ func (f *File) validateLog(p *problems) {
 
 func (f *File) validateTURN(p *problems) {
 	t := f.TURN
-	if r := t.Realm; r == "" || len(r) > 763 || len([]rune(r)) > 127 || strings.IndexFunc(r, unicode.IsControl) >= 0 {
-		p.add("turn.realm", "must be 1-127 printable characters, got %q", r)
+	switch r := t.Realm; {
+	case r == "" || strings.IndexFunc(r, unicode.IsControl) >= 0 || !utf8.ValidString(r):
+		p.add("turn.realm", "must be printable text, got %q", r)
+	case len(r) > MaxRealmBytes:
+		p.add("turn.realm", "%q is %d bytes, at most %d: a longer realm makes the 401 challenge to a browser's first Allocate (28 bytes) more than twice its size, which Ferry does not send over UDP; REST credentials do not depend on the realm", r, len(r), MaxRealmBytes)
 	}
 	for _, l := range []struct {
 		key  string
@@ -190,23 +195,48 @@ func (f *File) validateRelay(p *problems) {
 	if r.MaxLifetime < 10*time.Minute || r.MaxLifetime > 24*time.Hour {
 		p.add("relay.max_lifetime", "must be 10m (the default lifetime) to 24h, got %s", r.MaxLifetime)
 	}
-	if r.MaxAllocations < 0 {
-		p.add("relay.max_allocations", "cannot be negative (0 is no cap), got %d", r.MaxAllocations)
-	}
-	if r.MaxAllocationsUser < 0 {
-		p.add("relay.max_allocations_per_user", "cannot be negative (0 is no cap), got %d", r.MaxAllocationsUser)
-	}
-	if r.MaxPermissions < 1 || r.MaxPermissions > 4096 {
-		p.add("relay.max_permissions", "must be 1-4096, got %d", r.MaxPermissions)
-	}
 	if r.MaxConnectionsPerIP < 1 {
 		p.add("relay.max_connections_per_ip", "must be positive, got %d", r.MaxConnectionsPerIP)
 	}
 	if r.MaxConnections < 1 {
 		p.add("relay.max_connections", "must be positive, got %d", r.MaxConnections)
 	}
-	if r.UnauthBurst < 0 {
-		p.add("relay.unauth_burst", "cannot be negative, got %d", r.UnauthBurst)
+}
+
+// validateLimits checks the quotas, bandwidth caps and the pace of unauthenticated answers.
+func (f *File) validateLimits(p *problems) {
+	r := f.Relay
+	if r.MaxAllocations < 0 {
+		p.add("relay.max_allocations", "cannot be negative (0 is no cap), got %d", r.MaxAllocations)
+	}
+	if r.MaxAllocationsUser < 0 {
+		p.add("relay.max_allocations_per_user", "cannot be negative (0 is no cap), got %d", r.MaxAllocationsUser)
+	}
+	for _, q := range []struct {
+		key string
+		v   int
+	}{{"relay.max_permissions", r.MaxPermissions}, {"relay.max_channels", r.MaxChannels}} {
+		if q.v < 1 || q.v > 4096 {
+			p.add(q.key, "must be 1-4096, got %d", q.v)
+		}
+	}
+	for _, c := range []struct {
+		key string
+		v   Bitrate
+	}{{"relay.bandwidth_per_allocation", r.BandwidthAllocation}, {"relay.bandwidth_per_user", r.BandwidthUser},
+		{"relay.bandwidth_total", r.BandwidthTotal}} {
+		if c.v != 0 && c.v < 64*Kbit {
+			p.add(c.key, "%s is less than 64kbit, too little for audio (0 is no cap)", c.v)
+		}
+	}
+	if d := r.BandwidthBurst; d < 10*time.Millisecond || d > 10*time.Second {
+		p.add("relay.bandwidth_burst", "must be 10ms to 10s, got %s", d)
+	}
+	if r.UnauthBurst < 1 && r.UnauthRate >= 0 {
+		p.addFor("relay.unauth_burst", []string{"relay.unauth_rate"}, "must be at least 1 (a negative unauth_rate turns pacing off), got %d", r.UnauthBurst)
+	}
+	if r.UnauthRate == 0 {
+		p.add("relay.unauth_rate", "0 would answer no client; give answers per second, or a negative rate for no limit")
 	}
 }
 
@@ -345,6 +375,10 @@ func (f *File) validateRuntime(p *problems) {
 		p.add("runtime.memory_limit", "%s is less than 64MiB%s", m, hint)
 	}
 }
+
+// MaxRealmBytes bounds turn.realm: the 401 to a 28-byte Allocate (a browser's first) is 48
+// bytes plus the realm padded to 4, and stays within twice the request up to 8 bytes (C22).
+const MaxRealmBytes = 8
 
 // minMemoryLimit is the smallest runtime.memory_limit taken: below it the collector would run
 // without pause (a bare "512" is bytes, not megabytes).

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"reflect"
 	"strconv"
@@ -67,6 +68,86 @@ func parseSize(in string) (Size, error) {
 	return Size(n) * mult, nil
 }
 
+// Bitrate is a rate in bits per second, written as a number with an optional unit: bit,
+// kbit, Mbit or Gbit (powers of 1000, as network rates are), optionally followed by "/s"
+// ("4Mbit", "2.5Mbit/s", "500kbit", "100000000"); "4Mbps" too. "4MB" is refused: bytes or
+// bits? 0 (or "") is "not set"; what that means is the setting's own default.
+type Bitrate int64
+
+// Bitrate units.
+const (
+	Kbit Bitrate = 1000
+	Mbit Bitrate = 1000 * Kbit
+	Gbit Bitrate = 1000 * Mbit
+)
+
+// String renders the rate with the largest unit that divides it ("4Mbit", "2500kbit", "0").
+func (b Bitrate) String() string {
+	for _, u := range []struct {
+		name string
+		mult Bitrate
+	}{{"Gbit", Gbit}, {"Mbit", Mbit}, {"kbit", Kbit}} {
+		if b != 0 && b%u.mult == 0 {
+			return strconv.FormatInt(int64(b/u.mult), 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
+// MarshalText renders the rate as String does, so that `ferry config print` shows "4Mbit".
+func (b Bitrate) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
+
+const bitrateHelp = "write bits per second with a unit, e.g. 4Mbit, 2.5Mbit or 500kbit (units: bit, kbit, Mbit, Gbit)"
+
+// parseBitrate parses a Bitrate. "" is 0.
+func parseBitrate(in string) (Bitrate, error) {
+	s := strings.TrimSpace(in)
+	if s == "" {
+		return 0, nil
+	}
+	lower := strings.TrimSuffix(strings.ToLower(s), "/s")
+	if v, ok := strings.CutSuffix(lower, "bps"); ok { // "Mbps" is megabits; "MB" (bytes) is refused
+		lower = v + "bit"
+	}
+	mult := Bitrate(1)
+	for _, u := range []struct {
+		suffix string
+		mult   Bitrate
+	}{{"kbit", Kbit}, {"mbit", Mbit}, {"gbit", Gbit}, {"bit", 1}} {
+		if v, ok := strings.CutSuffix(lower, u.suffix); ok {
+			lower, mult = strings.TrimSpace(v), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(lower, 64)
+	if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) || f*float64(mult) > 1e15 {
+		return 0, fmt.Errorf("%q is not a bit rate; %s", in, bitrateHelp)
+	}
+	return Bitrate(math.Round(f * float64(mult))), nil
+}
+
+// decodeBitrate parses a Bitrate from text or a number of bits per second.
+func decodeBitrate(_, to reflect.Type, data any) (any, error) {
+	if to != bitrateType {
+		return data, nil
+	}
+	switch v := data.(type) {
+	case string:
+		return parseBitrate(v)
+	case int:
+		return parseBitrate(strconv.Itoa(v))
+	case int64:
+		return parseBitrate(strconv.FormatInt(v, 10))
+	case uint64:
+		return parseBitrate(strconv.FormatUint(v, 10))
+	case float64:
+		return parseBitrate(strconv.FormatFloat(v, 'f', -1, 64))
+	case Bitrate:
+		return v, nil
+	}
+	return nil, fmt.Errorf("%v is not a bit rate; %s", data, bitrateHelp)
+}
+
 // AutoAddr is an IP address setting that may instead say "auto": Ferry then picks the
 // address itself (relay.bind_ip).
 type AutoAddr struct {
@@ -108,6 +189,7 @@ func parsePrefix(s string) (netip.Prefix, error) {
 var (
 	durationType = reflect.TypeFor[time.Duration]()
 	sizeType     = reflect.TypeFor[Size]()
+	bitrateType  = reflect.TypeFor[Bitrate]()
 	prefixType   = reflect.TypeFor[netip.Prefix]()
 	addrType     = reflect.TypeFor[netip.Addr]()
 	autoAddrType = reflect.TypeFor[AutoAddr]()

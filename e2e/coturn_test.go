@@ -94,7 +94,7 @@ relay:
 					port = tc.ferry.tcpPort
 				}
 			}
-			args := append(tc.flags, "-W", tc.ferry.secret(t), "-u", "interop-user",
+			args := append(tc.flags, "-W", tc.ferry.secret(t), "-u", "interop-"+tc.name, // a user each: the per-user quota
 				"-e", "127.0.0.2", "-r", strconv.Itoa(peerPort), "-p", strconv.Itoa(port),
 				"-n", strconv.Itoa(messages), "-l", "120", "-m", strconv.Itoa(clients), "-z", "5", "127.0.0.1")
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

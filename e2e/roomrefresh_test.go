@@ -81,7 +81,7 @@ func TestB03RoomRefreshAuthenticatesAgainstRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv, err := relay.New(relay.Config{Realm: "ferry", Auth: a, UDP: [][]*net.UDPConn{{uc}},
-		RelayIPv4: netip.MustParseAddr("127.0.0.1"), Now: clock.Now, Registerer: prometheus.NewRegistry(), UnauthRate: -1})
+		RelayIPv4: netip.MustParseAddr("127.0.0.1"), Now: clock.Now, Registerer: prometheus.NewRegistry(), Limits: relay.Limits{UnauthRate: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ import (
 )
 
 const (
-	testRealm  = "ferry.test"
+	testRealm  = "ferry"
 	testSecret = "test-secret"
 )
 
@@ -102,7 +102,7 @@ func newTestEnv(t testing.TB, mutate ...func(*Config)) *testEnv {
 		Now:          env.clock.Now,
 		Registerer:   env.reg,
 		Events:       env.sink,
-		UnauthRate:   -1, // tests share one source address
+		Limits:       Limits{UnauthRate: -1}, // tests share one source address
 	}
 	for _, f := range mutate {
 		f(&cfg)

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"errors"
 	"net/netip"
 
 	"github.com/ferryrelay/ferry/relay/internal/control"
@@ -10,20 +11,23 @@ import (
 // (SetLimits, SetPeerPolicy) and a drain (SetDraining), and what readiness checks read
 // (Usage). Credentials reload through Config.Auth (auth.Authenticator.Update).
 
-// Limits are the caps and quotas SetLimits replaces on a running server: MaxPermissions
-// (per allocation, 508 beyond), MaxAllocations and MaxAllocationsPerUser (486 beyond; 0: no
-// cap). They start as Config's MaxPermissions, MaxAllocations and MaxAllocationsPerUser.
-type Limits = control.Limits
-
 // DrainCode is the error code a new Allocate gets while the server drains: 508 Insufficient
 // Capacity, after which RFC 8656 §7.4 has the client create no allocation on this server for
 // at least a minute and turn to its other ICE servers.
 const DrainCode = int(control.DrainCode)
 
-// SetLimits replaces the caps and quotas. Live allocations keep what they have (a lowered
-// MaxPermissions refuses new permissions beyond it, removes none; a lowered MaxAllocations
-// refuses new Allocates until enough end).
-func (s *Server) SetLimits(l Limits) { s.control.SetLimits(l) }
+// SetLimits replaces the quotas, bandwidth caps and paces (Limits) while the server runs.
+// Each request's quota check and each batch of data sees the old or the new limits; live
+// allocations keep what they hold beyond a lowered quota (a lowered MaxAllocations refuses
+// new Allocates until enough end), and a lowered bandwidth cap holds from the next batch. It
+// returns an error, and changes nothing, when l is invalid (negative caps).
+func (s *Server) SetLimits(l Limits) error {
+	if errs := l.validate(); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	s.control.SetLimits(l.control())
+	return nil
+}
 
 // SetPeerPolicy replaces the operator's peer ranges (Config.AllowedPeers and DeniedPeers);
 // the default denials, Ferry's own addresses and ports stay. The new policy judges every

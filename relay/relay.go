@@ -5,12 +5,14 @@
 //
 //	internal/control  the control plane: decodes, authenticates and answers requests
 //	internal/alloc    the allocation table and data path: allocations by 5-tuple, their
-//	                  permissions, channels, relay sockets and traffic (Allocation.account
-//	                  is the one place every relayed batch passes: caps go there)
+//	                  permissions, channels, relay sockets and traffic, the quotas; the
+//	                  bandwidth caps apply in Allocation.account, which every relayed batch
+//	                  passes once
 //	internal/listen   client-facing sockets: UDP readers, TCP/TLS framing, connection caps
 //	internal/sockopt  socket options: SO_REUSEPORT groups, buffers
 //	internal/wire     leaf: STUN/TURN framing on the data path, without allocating
 //	internal/policy   leaf: which peer addresses may be reached
+//	internal/bucket   leaf: the lock-free token bucket of caps and paces
 //	internal/stats    leaf: the Prometheus collectors
 package relay
 
@@ -42,11 +44,18 @@ const (
 	DefaultNonceLifetime       = control.DefaultNonceLifetime
 	DefaultMaxAllocationAge    = 12 * time.Hour
 	DefaultMaxPermissions      = control.DefaultMaxPermissions
+	DefaultMaxChannels         = control.DefaultMaxChannels
 	DefaultMaxConnectionsPerIP = listen.DefaultMaxConnectionsPerIP
 	DefaultMaxConnections      = listen.DefaultMaxConnections
 	DefaultUnauthRate          = control.DefaultUnauthRate
 	DefaultUnauthBurst         = control.DefaultUnauthBurst
 	DefaultSweepInterval       = time.Second
+	// DefaultMaxAllocationsPerUser: a browser allocates once per TURN URL it is given (Ferry
+	// hands out up to three: UDP, TCP, TLS) and per network interface, and an ICE restart
+	// allocates again before the old allocations go.
+	DefaultMaxAllocationsPerUser = 8
+	// DefaultBitrateBurst is the depth of the bandwidth caps' buckets, as time at their rate.
+	DefaultBitrateBurst = 200 * time.Millisecond
 )
 
 // Config configures a Server. The caller (cmd/ferry, tests, benchmarks) opens the listening
@@ -105,9 +114,8 @@ type Config struct {
 	// MaxAllocationAge ends every allocation at this age; credentials that expire during a
 	// call are honoured until then. Zero means DefaultMaxAllocationAge.
 	MaxAllocationAge time.Duration
-	// MaxPermissions caps the peer IP addresses one allocation may hold permissions for,
-	// and its channel bindings; beyond, 508 (RFC 8656 §9.2). Zero means 64.
-	MaxPermissions int
+	// Limits are the quotas, bandwidth caps and paces (SetLimits changes them later).
+	Limits
 	// IdleTimeout closes a TCP/TLS connection that has no allocation this long after it
 	// opened (or its allocation ended), however slowly it trickles bytes. Zero means 60 s.
 	IdleTimeout time.Duration
@@ -115,14 +123,6 @@ type Config struct {
 	// included) per source IP and in total; beyond, new connections are closed at once.
 	// Zero means the defaults; negative means no cap.
 	MaxConnectionsPerIP, MaxConnections int
-	// MaxAllocations caps concurrent allocations (0: no cap); MaxAllocationsPerUser caps
-	// them per user id (0: no cap). Excess Allocate requests get 486 (RFC 8656 §7.2).
-	MaxAllocations, MaxAllocationsPerUser int
-	// UnauthRate (per second) and UnauthBurst bound unauthenticated responses per source IP.
-	// Zero means the defaults; a negative rate disables the limit.
-	UnauthRate  float64
-	UnauthBurst int
-
 	// Events receives allocation lifecycle events (the allocation log); nil discards them.
 	Events EventSink
 	// Registerer receives the relay's metrics; nil means a private registry. A failed New
@@ -192,11 +192,10 @@ func build(cfg Config, reg prometheus.Registerer) (*Server, error) {
 	ctrl, err := control.New(control.Config{Realm: cfg.Realm, Auth: cfg.Auth, Table: table, Stats: st,
 		NonceLifetime: cfg.NonceLifetime, DefaultLifetime: cfg.AllocationLifetime, MaxLifetime: cfg.MaxLifetime,
 		PermissionLifetime: cfg.PermissionLifetime, ChannelLifetime: cfg.ChannelLifetime,
-		Limits: control.Limits{MaxPermissions: cfg.MaxPermissions, MaxAllocations: cfg.MaxAllocations,
-			MaxAllocationsPerUser: cfg.MaxAllocationsPerUser},
+		Limits:         cfg.Limits.control(),
 		TCPAllocations: cfg.TCPAllocations, LegacyChannelNumbers: cfg.LegacyChannelNumbers,
 		StrictAddressFamily: cfg.StrictAddressFamily || !cfg.RelayIPv6.IsValid(),
-		UnauthRate:          cfg.UnauthRate, UnauthBurst: cfg.UnauthBurst, Now: cfg.Now, Logger: cfg.Logger})
+		Now:                 cfg.Now, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -248,6 +247,7 @@ func (c *Config) validate() error {
 	if (c.PortMin != 0 || c.PortMax != 0) && (c.PortMin == 0 || c.PortMin > c.PortMax) {
 		errs = append(errs, fmt.Errorf("relay: bad relay port range %d-%d", c.PortMin, c.PortMax))
 	}
+	errs = append(errs, c.Limits.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -321,14 +321,10 @@ func (s *Server) sweeper(interval time.Duration) {
 	}
 }
 
-// Sweep ends allocations whose lifetime ran out or that reached the maximum age, removes
-// expired permissions and channel bindings (by the injected clock) and forgets idle
-// rate-limit state. A goroutine calls it every SweepInterval; tests call it after moving
-// a fake clock.
-func (s *Server) Sweep() {
-	s.table.Sweep()
-	s.control.Sweep()
-}
+// Sweep ends allocations whose lifetime ran out or that reached the maximum age, and removes
+// expired permissions and channel bindings (by the injected clock). A goroutine calls it
+// every SweepInterval; tests call it after moving a fake clock.
+func (s *Server) Sweep() { s.table.Sweep() }
 
 // Close stops the server: it ends every allocation (end reason "shutdown"), closes the
 // listening sockets and client connections, and waits for every goroutine it started. It

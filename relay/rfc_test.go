@@ -103,7 +103,7 @@ func TestNonceExpiry(t *testing.T) {
 // While any port of a small relay range is free an Allocate gets one; with all ten taken
 // the next gets 508; when one is freed the next Allocate gets exactly that one.
 func TestPortRangeOfTen(t *testing.T) {
-	env := newTestEnv(t, func(c *Config) { c.PortMin, c.PortMax = 42100, 42109 })
+	env := newTestEnv(t, func(c *Config) { c.PortMin, c.PortMax = 42100, 42109; c.MaxAllocationsPerUser = -1 })
 	var clients []*stunClient
 	var ports []uint16
 	used := map[uint16]bool{}

@@ -14,7 +14,7 @@ const module = "github.com/ferryrelay/ferry/"
 // nothing of ours; cluster imports auth, metrics and signaling only; relay, signaling and
 // alloclog import only auth and metrics of ours (plus
 // their own rooms and leaf helpers under internal/) and never each other; inside relay, the
-// leaves (wire, policy, sockopt) import nothing of ours, the data path (alloc) does not know
+// leaves (wire, policy, sockopt, bucket) import nothing of ours, the data path (alloc) does not know
 // the control plane, the control plane does not know the listeners; no relay package imports
 // net/http; and pion/turn, the TURN client, is no dependency of the relay at all.
 func TestLayering(t *testing.T) {
@@ -32,12 +32,13 @@ func TestLayering(t *testing.T) {
 		"internal/portmux": {},
 		"relay": {"auth", "metrics", r + "alloc", r + "control", r + "listen", r + "policy", r + "sockopt",
 			r + "stats", r + "wire"},
+		r + "bucket":    {},
 		r + "wire":      {},
 		r + "policy":    {},
 		r + "sockopt":   {},
 		r + "stats":     {r + "policy", r + "wire"},
-		r + "alloc":     {"internal/mmsg", r + "policy", r + "sockopt", r + "stats", r + "wire"},
-		r + "control":   {"auth", r + "alloc", r + "policy", r + "stats", r + "wire"},
+		r + "alloc":     {"internal/mmsg", r + "bucket", r + "policy", r + "sockopt", r + "stats", r + "wire"},
+		r + "control":   {"auth", r + "alloc", r + "bucket", r + "policy", r + "stats", r + "wire"},
 		r + "listen":    {"internal/mmsg", r + "alloc", r + "control", r + "sockopt", r + "stats", r + "wire"},
 		"signaling":     {"auth", "metrics", "signaling/web"},
 		"signaling/web": {},

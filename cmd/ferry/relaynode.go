@@ -14,7 +14,7 @@ type relayNode interface {
 	Usage() relay.Usage
 	Draining() bool
 	SetDraining(on bool)
-	SetLimits(l relay.Limits)
+	SetLimits(l relay.Limits) error
 	SetPeerPolicy(allowed, denied []netip.Prefix)
 	Close() error
 }
@@ -27,6 +27,6 @@ func (noRelay) Ready() bool                       { return true }
 func (noRelay) Usage() relay.Usage                { return relay.Usage{} }
 func (noRelay) Draining() bool                    { return false }
 func (noRelay) SetDraining(bool)                  {}
-func (noRelay) SetLimits(relay.Limits)            {}
+func (noRelay) SetLimits(relay.Limits) error      { return nil }
 func (noRelay) SetPeerPolicy(_, _ []netip.Prefix) {}
 func (noRelay) Close() error                      { return nil }

@@ -23,7 +23,9 @@ var reloadable = []string{
 	"api.keys",
 	"rooms.signing_keys", "rooms.signing_keys_file",
 	"relay.allowed_peers", "relay.denied_peers",
-	"relay.max_permissions", "relay.max_allocations", "relay.max_allocations_per_user",
+	"relay.max_permissions", "relay.max_channels", "relay.max_allocations", "relay.max_allocations_per_user",
+	"relay.bandwidth_per_allocation", "relay.bandwidth_per_user", "relay.bandwidth_total", "relay.bandwidth_burst",
+	"relay.unauth_rate", "relay.unauth_burst",
 	"turn.tls_cert_file", "turn.tls_key_file", "http.tls_cert_file", "http.tls_key_file",
 	"server.drain_timeout", "server.readiness_max_usage",
 	"cluster.admin_token_file",
@@ -159,7 +161,9 @@ func (s *server) applyPlan(p *reloadPlan) {
 		s.api.SetAPIKeys(p.apiKeys)
 	}
 	s.relay.SetPeerPolicy(p.f.Relay.AllowedPeers, p.f.Relay.DeniedPeers)
-	s.relay.SetLimits(relayLimits(p.f))
+	if err := s.relay.SetLimits(relayLimits(p.f)); err != nil { // config.Validate checked them
+		s.log.Error("reload: relay limits not replaced", "err", err)
+	}
 	if p.turnCert != nil {
 		s.tls.turnCerts.replace(*p.turnCert)
 	}

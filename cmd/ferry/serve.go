@@ -247,7 +247,6 @@ func (st *startup) startRelay(context.Context) error {
 	if len(socks.udp) > 0 {
 		setProcs(len(socks.udp[0])) // one event loop per socket of a UDP address's group
 	}
-	lim := relayLimits(f) // the caps and quotas a reload replaces, from one place
 	srv, err := relay.New(relay.Config{
 		Realm: f.TURN.Realm, Auth: st.auth,
 		UDP: socks.udp, TCP: socks.tcp, TLS: socks.tls,
@@ -259,24 +258,16 @@ func (st *startup) startRelay(context.Context) error {
 		LegacyChannelNumbers: f.Relay.LegacyChannels, NoPacketMetrics: !f.Relay.PacketMetrics,
 		RelaySocketBuffer: int(f.Relay.SocketBuffer), NoGSO: !f.Relay.UDPGSO,
 		NonceLifetime: f.TURN.NonceLifetime, MaxLifetime: f.Relay.MaxLifetime,
-		MaxAllocationAge:    f.Relay.MaxAllocationAge,
+		MaxAllocationAge: f.Relay.MaxAllocationAge, Limits: relayLimits(f),
 		MaxConnectionsPerIP: f.Relay.MaxConnectionsPerIP, MaxConnections: f.Relay.MaxConnections,
-		UnauthRate: f.Relay.UnauthRate, UnauthBurst: f.Relay.UnauthBurst,
 		Registerer: st.reg, Logger: st.log, Events: st.events,
 	})
 	if err != nil {
 		return err
 	}
-	srv.SetLimits(lim) // and whatever else relayLimits maps that Config has no field for
 	st.s.relay, st.relaySrv = srv, srv
 	st.undo = append(st.undo, func() { _ = srv.Close() })
 	return nil
-}
-
-// relayLimits maps the caps and quotas a reload may change onto the relay's.
-func relayLimits(f *config.File) relay.Limits {
-	return relay.Limits{MaxPermissions: f.Relay.MaxPermissions, MaxAllocations: f.Relay.MaxAllocations,
-		MaxAllocationsPerUser: f.Relay.MaxAllocationsUser}
 }
 
 // servicePorts are Ferry's HTTP and admin ports, which no peer may reach on this host.

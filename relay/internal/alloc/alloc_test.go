@@ -98,7 +98,7 @@ func (f *fixture) allocate(t testing.TB) *Allocation {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res := f.t.BindChannel(a, 0x4000, addrOf(f.sink), policy.Local, 10*time.Minute, 5*time.Minute, 64); res != ChannelBound {
+	if res := f.t.BindChannel(a, 0x4000, addrOf(f.sink), policy.Local, 10*time.Minute, 5*time.Minute, 64, 64); res != ChannelBound {
 		t.Fatalf("bind: %v", res)
 	}
 	return a

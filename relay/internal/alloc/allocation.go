@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferryrelay/ferry/relay/internal/bucket"
 	"github.com/ferryrelay/ferry/relay/internal/policy"
 	"github.com/ferryrelay/ferry/relay/internal/stats"
 	"github.com/ferryrelay/ferry/relay/internal/wire"
@@ -50,6 +51,8 @@ type Allocation struct {
 
 	traffic  [2]struct{ bytes, packets atomic.Uint64 } // [stats.ToPeer|stats.ToClient]
 	counters *[2]stats.Traffic
+	bw       [2]bucket.Bucket // bandwidth caps per direction (caps.go)
+	user     *userState       // the quota and bandwidth state of its user id
 }
 
 // permission allows traffic with one peer IP address until expires (RFC 8656 §9).
@@ -163,9 +166,21 @@ func (a *Allocation) channelOf(peer netip.AddrPort) uint16 {
 // account records one batch relayed in direction dir (stats.ToPeer or stats.ToClient),
 // given the payload length of each packet: the allocation's totals (for the allocation log)
 // and the per-transport counters. Every batch the data path relays passes here, once; it is
-// the home of per-allocation caps. It returns how many of the packets may go, from the
-// front; today all of them.
+// where the bandwidth caps apply (caps.go). It returns how many of the packets may go, from
+// the front; the rest are dropped and counted. With no cap set it costs one pointer load
+// more than counting.
 func (a *Allocation) account(dir int, lens []int) int {
+	if c := a.table.caps.Load(); c != nil {
+		if lens = lens[:a.table.admit(c, a, dir, lens, true)]; len(lens) == 0 {
+			return 0
+		}
+	}
+	a.count(dir, lens)
+	return len(lens)
+}
+
+// count adds a batch relayed in direction dir to the allocation's totals and the counters.
+func (a *Allocation) count(dir int, lens []int) {
 	bytes := 0
 	for _, n := range lens {
 		bytes += n
@@ -176,7 +191,6 @@ func (a *Allocation) account(dir int, lens []int) int {
 	c := &a.counters[dir]
 	c.Bytes.Add(float64(bytes))
 	c.Packets.Add(float64(len(lens)))
-	return len(lens)
 }
 
 // Traffic returns the payload bytes and packets relayed so far in direction dir.
@@ -235,14 +249,16 @@ type ChannelResult int
 
 // Channel binding outcomes.
 const (
-	ChannelBound      ChannelResult = iota // bound or refreshed
-	ChannelConflict                        // the number or the peer is bound otherwise: 400 (RFC 8656 §12.2)
-	ChannelNoCapacity                      // over the cap of channels or permissions: 508
+	ChannelBound        ChannelResult = iota // bound or refreshed
+	ChannelConflict                          // the number or the peer is bound otherwise: 400 (RFC 8656 §12.2)
+	ChannelNoCapacity                        // over the cap of channel bindings: 508
+	ChannelNoPermission                      // a new peer IP over the cap of permissions: 508
 )
 
 // bindChannel binds num to peer (or refreshes the binding) until chanExpires, and installs
-// or refreshes the permission for the peer's IP until permExpires (RFC 8656 §12.2).
-func (a *Allocation) bindChannel(num uint16, peer netip.AddrPort, class policy.Class, chanExpires, permExpires int64, max int) (res ChannelResult, newChan, newPerm, first bool) {
+// or refreshes the permission for the peer's IP until permExpires (RFC 8656 §12.2), within
+// maxChans channel bindings and maxPerms permissions.
+func (a *Allocation) bindChannel(num uint16, peer netip.AddrPort, class policy.Class, chanExpires, permExpires int64, maxChans, maxPerms int) (res ChannelResult, newChan, newPerm, first bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var cs []binding
@@ -268,8 +284,11 @@ func (a *Allocation) bindChannel(num uint16, peer netip.AddrPort, class policy.C
 			perm = i
 		}
 	}
-	if (found < 0 && len(cs) >= max) || (perm < 0 && len(ps) >= max) {
+	switch {
+	case found < 0 && len(cs) >= maxChans:
 		return ChannelNoCapacity, false, false, false
+	case perm < 0 && len(ps) >= maxPerms:
+		return ChannelNoPermission, false, false, false
 	}
 	nextC := append(make([]binding, 0, len(cs)+1), cs...)
 	if found >= 0 {

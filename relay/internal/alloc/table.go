@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ferryrelay/ferry/relay/internal/bucket"
 	"github.com/ferryrelay/ferry/relay/internal/policy"
 	"github.com/ferryrelay/ferry/relay/internal/sockopt"
 	"github.com/ferryrelay/ferry/relay/internal/stats"
@@ -69,7 +70,11 @@ type Table struct {
 
 	mu      sync.Mutex
 	total   int
-	perUser map[string]int
+	perUser map[string]*userState // by quota key (quotaKey)
+
+	caps atomic.Pointer[capLimits] // bandwidth caps; nil: none
+	bw   [2]paddedBucket           // the server-wide caps, per direction
+	mono func() int64              // monotonic nanoseconds for the caps
 
 	readers sync.Pool  // *peerReader, lent to relay sockets while they have data
 	watch   watchSlots // relay sockets event loops watch, by token
@@ -104,11 +109,13 @@ func NewTable(cfg Config) (*Table, error) {
 		return nil, errors.New("relay: table needs a policy, stats and a maximum age")
 	}
 	t := &Table{cfg: cfg, now: cfg.Now, stats: cfg.Stats, events: cfg.Events,
-		tcpByIP: map[netip.AddrPort]*Allocation{}, perUser: map[string]int{}}
+		tcpByIP: map[netip.AddrPort]*Allocation{}, perUser: map[string]*userState{}}
 	t.policy.Store(cfg.Policy)
 	if t.now == nil {
 		t.now = time.Now
 	}
+	start := time.Now()
+	t.mono = func() int64 { return int64(time.Since(start)) }
 	if t.events == nil {
 		t.events = nopSink{}
 	}
@@ -189,13 +196,14 @@ func (t *Table) Create(r Request) (*Allocation, [8]byte, error) {
 	if !f.bind.IsValid() {
 		return nil, tok, ErrFamily
 	}
-	if err := t.takeQuota(r.UserID, r.MaxTotal, r.MaxPerUser); err != nil {
+	user, err := t.takeQuota(quotaKey(r.UserID, r.Username), r.MaxTotal, r.MaxPerUser)
+	if err != nil {
 		return nil, tok, err
 	}
 	now := t.now()
 	a := &Allocation{ID: t.nextID(now), Key: r.Key, Username: r.Username, UserID: r.UserID,
 		Created: now, key: r.LongTermKey, family: r.Family, client: r.Client, table: t,
-		counters: t.stats.Traffic(r.Key.Transport)}
+		counters: t.stats.Traffic(r.Key.Transport), user: user}
 	a.SetLifetime(now, r.Lifetime)
 	port, err := t.openRelay(a, f, r, now)
 	if err == nil && r.ReserveNext {
@@ -206,7 +214,7 @@ func (t *Table) Create(r Request) (*Allocation, [8]byte, error) {
 		err = ErrExists
 	}
 	if err != nil {
-		t.giveQuota(r.UserID)
+		t.giveQuota(user)
 		return nil, tok, err
 	}
 	if a.relay != nil {
@@ -214,7 +222,7 @@ func (t *Table) Create(r Request) (*Allocation, [8]byte, error) {
 		if err := t.watchRelay(a, r.Client.Poller); err != nil { // the loop is closing
 			t.byKey.remove(r.Key, a)
 			t.closeRelay(a)
-			t.giveQuota(r.UserID)
+			t.giveQuota(user)
 			return nil, tok, ErrClosed
 		}
 	}
@@ -226,26 +234,52 @@ func (t *Table) Create(r Request) (*Allocation, [8]byte, error) {
 	return a, tok, nil
 }
 
-func (t *Table) takeQuota(userID string, maxTotal, maxUser int) error {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	switch {
-	case maxTotal > 0 && t.total >= maxTotal:
-		return ErrQuotaTotal
-	case maxUser > 0 && t.perUser[userID] >= maxUser:
-		return ErrQuotaUser
-	}
-	t.total++
-	t.perUser[userID]++
-	return nil
+// userState is what all allocations of one user id share: their number (the per-user
+// quota) and the user's bandwidth buckets.
+type userState struct {
+	key string
+	n   int // live allocations, under Table.mu
+	bw  [2]bucket.Bucket
 }
 
-func (t *Table) giveQuota(userID string) {
+// quotaKey names the user an allocation counts against: its user id, or, for a credential
+// without one (a bare "<expiry>" REST username, as coturn's clients send), the username
+// itself, so that anonymous credentials do not share one quota.
+func quotaKey(userID, username string) string {
+	if userID != "" {
+		return "u" + userID
+	}
+	return "n" + username
+}
+
+// takeQuota counts a new allocation of user key against the quotas (0: no cap) and returns
+// the user's shared state.
+func (t *Table) takeQuota(key string, maxTotal, maxUser int) (*userState, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	u := t.perUser[key]
+	switch {
+	case maxTotal > 0 && t.total >= maxTotal:
+		return nil, ErrQuotaTotal
+	case maxUser > 0 && u != nil && u.n >= maxUser:
+		return nil, ErrQuotaUser
+	}
+	if u == nil {
+		u = &userState{key: key}
+		t.perUser[key] = u
+	}
+	t.total++
+	u.n++
+	return u, nil
+}
+
+// giveQuota frees the quota slots of an ended allocation of u.
+func (t *Table) giveQuota(u *userState) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.total--
-	if t.perUser[userID]--; t.perUser[userID] <= 0 {
-		delete(t.perUser, userID)
+	if u.n--; u.n <= 0 && t.perUser[u.key] == u {
+		delete(t.perUser, u.key)
 	}
 }
 
@@ -384,7 +418,7 @@ func (t *Table) End(a *Allocation, reason string) {
 	}
 	t.byKey.remove(a.Key, a)
 	t.closeRelay(a)
-	t.giveQuota(a.UserID)
+	t.giveQuota(a.user)
 	if n := a.PermissionCount(); n > 0 {
 		t.stats.Permissions.Sub(float64(n))
 	}
@@ -535,10 +569,11 @@ func (t *Table) Permit(a *Allocation, peers []netip.Addr, classes []policy.Class
 }
 
 // BindChannel binds channel num of a to peer for chanLifetime (or refreshes the binding)
-// and installs or refreshes the peer IP's permission for permLifetime (RFC 8656 §12.2).
-func (t *Table) BindChannel(a *Allocation, num uint16, peer netip.AddrPort, class policy.Class, chanLifetime, permLifetime time.Duration, max int) ChannelResult {
+// and installs or refreshes the peer IP's permission for permLifetime (RFC 8656 §12.2),
+// within maxChans channel bindings and maxPerms permissions per allocation.
+func (t *Table) BindChannel(a *Allocation, num uint16, peer netip.AddrPort, class policy.Class, chanLifetime, permLifetime time.Duration, maxChans, maxPerms int) ChannelResult {
 	now := t.now()
-	res, newChan, newPerm, first := a.bindChannel(num, peer, class, now.Add(chanLifetime).UnixNano(), now.Add(permLifetime).UnixNano(), max)
+	res, newChan, newPerm, first := a.bindChannel(num, peer, class, now.Add(chanLifetime).UnixNano(), now.Add(permLifetime).UnixNano(), maxChans, maxPerms)
 	if newChan {
 		t.stats.Channels.Inc()
 	}

@@ -231,10 +231,11 @@ func copyCounted(dst io.Writer, src io.Reader, a *Allocation, dir int) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			lens[0] = n
-			if a.account(dir, lens[:]) == 0 {
-				continue
+			if !a.admitStream(dir, n) {
+				return
 			}
+			lens[0] = n
+			a.count(dir, lens[:])
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
 			}

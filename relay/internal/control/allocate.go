@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ferryrelay/ferry/relay/internal/alloc"
+	"github.com/ferryrelay/ferry/relay/internal/stats"
 	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"github.com/pion/stun/v4"
 )
@@ -132,15 +133,17 @@ func (h *Handler) family(r *request) (int, stun.ErrorCode) {
 func (h *Handler) createError(err error) stun.ErrorCode {
 	switch {
 	case errors.Is(err, alloc.ErrQuotaTotal):
-		h.stats.Quota.WithLabelValues("total").Inc()
+		h.stats.Quota.WithLabelValues(stats.QuotaTotal).Inc()
 		return stun.CodeAllocQuotaReached
 	case errors.Is(err, alloc.ErrQuotaUser):
-		h.stats.Quota.WithLabelValues("user").Inc()
+		h.stats.Quota.WithLabelValues(stats.QuotaUser).Inc()
 		return stun.CodeAllocQuotaReached
 	case errors.Is(err, alloc.ErrExists):
 		return stun.CodeAllocMismatch
 	case errors.Is(err, alloc.ErrFamily):
 		return stun.CodeAddrFamilyNotSupported
+	case errors.Is(err, alloc.ErrNoPort):
+		h.stats.Quota.WithLabelValues(stats.QuotaRelayPorts).Inc()
 	}
 	return stun.CodeInsufficientCapacity // no relay port, a stale reservation token, closing
 }

@@ -160,7 +160,9 @@ func textAttrsFit(m *stun.Message) bool {
 
 // binding answers a STUN Binding request on any listener, without credentials (RFC 8489
 // §7.3): XOR-MAPPED-ADDRESS only (plus FINGERPRINT when the request had one), no SOFTWARE,
-// no RFC 5780 attributes, so the answer amplifies little (C22).
+// no RFC 5780 attributes, so the answer amplifies little (C22): 32 bytes for a 20-byte
+// request from IPv4. An IPv6 answer is 44 bytes: over UDP, only a request of 22 bytes or
+// more gets it (one with FINGERPRINT: 28 to 52).
 func (h *Handler) binding(r *request) {
 	if unknown := unknownRequired(r.m); len(unknown) > 0 {
 		r.failUnauthenticated(stun.CodeUnknownAttribute, unknown)
@@ -170,8 +172,8 @@ func (h *Handler) binding(r *request) {
 		return
 	}
 	resp := r.build(stun.ClassSuccessResponse, alloc.XORAddr(stun.AttrXORMappedAddress, r.src.Key.Client))
-	if resp == nil {
-		return
+	if resp == nil || r.amplifies(resp) {
+		return // a bare 20-byte Binding from IPv6 gets 44 bytes: over UDP, no answer
 	}
 	h.stats.Bindings.WithLabelValues(r.src.Key.Transport.String()).Inc()
 	h.stats.Requests.WithLabelValues("binding", "success").Inc()

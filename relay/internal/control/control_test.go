@@ -16,7 +16,7 @@ import (
 )
 
 const (
-	realm  = "ferry.test"
+	realm  = "ferry"
 	secret = "test-secret"
 )
 
@@ -49,7 +49,7 @@ func newHarness(t testing.TB) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(x.table.Close)
-	x.h, err = New(Config{Realm: realm, Auth: x.auth, Table: x.table, Stats: st, UnauthRate: -1, Now: now})
+	x.h, err = New(Config{Realm: realm, Auth: x.auth, Table: x.table, Stats: st, Limits: Limits{UnauthRate: -1}, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +132,10 @@ func TestNonces(t *testing.T) {
 	if len(na) != nonceLen {
 		t.Fatalf("nonce %q: %d characters", na, len(na))
 	}
+	tampered := na[:nonceLen-1] + "A"
+	if na[nonceLen-1] == 'A' {
+		tampered = na[:nonceLen-1] + "B"
+	}
 	for _, tc := range []struct {
 		nonce  string
 		client netip.Addr
@@ -143,7 +147,10 @@ func TestNonces(t *testing.T) {
 		{na, a, now.Add(time.Hour), nonceStale},
 		{na, b, now, nonceForged},
 		{na, netip.MustParseAddr("::ffff:192.0.2.1"), now, nonceValid},
-		{na[:15] + "A", a, now, nonceForged},
+		{tampered, a, now, nonceForged},
+		{na, a, now.Add(96 * 24 * time.Hour), nonceStale},
+		{na, a, now.Add(98 * 24 * time.Hour), nonceForged},      // 3 bytes of expiry wrapped around
+		{n.issue(a, now.Add(2*time.Hour)), a, now, nonceForged}, // further ahead than issued
 		{"forged", a, now, nonceForged},
 		{"", a, now, nonceForged},
 		{newNonces(time.Hour).issue(a, now), a, now, nonceForged}, // another process's key

@@ -28,8 +28,14 @@ const (
 	DefaultPermissionLifetime = 5 * time.Minute  // RFC 8656 §9
 	DefaultChannelLifetime    = 10 * time.Minute // RFC 8656 §12
 	DefaultMaxPermissions     = 64               // a call needs a handful: the peer's candidates
-	DefaultUnauthRate         = 20               // unauthenticated answers per second per source IP
-	DefaultUnauthBurst        = 40
+	DefaultMaxChannels        = 64               // a call binds one per peer candidate pair
+	// DefaultUnauthRate and DefaultUnauthBurst pace answers without credentials per source
+	// address. A browser starting a call needs two over UDP (a Binding for its server-
+	// reflexive candidate, the 401 to its first Allocate) per network interface, then a
+	// Binding every 10 s while the call lasts (Chromium 156, measured): 200 browsers behind
+	// one NAT address starting at once need 400-800, and 20-40 a second during their calls.
+	DefaultUnauthRate  = 100
+	DefaultUnauthBurst = 1000
 )
 
 // Config configures a Handler.
@@ -45,7 +51,7 @@ type Config struct {
 	DefaultLifetime, MaxLifetime time.Duration
 	// PermissionLifetime and ChannelLifetime are fixed by RFC 8656 (§9, §12); tests shorten them.
 	PermissionLifetime, ChannelLifetime time.Duration
-	// Limits are the caps and quotas; SetLimits replaces them while running.
+	// Limits are the quotas, caps and paces; SetLimits replaces them while running.
 	Limits Limits
 	// TCPAllocations enables RFC 6062 TCP allocations.
 	TCPAllocations bool
@@ -54,24 +60,28 @@ type Config struct {
 	// StrictAddressFamily allocates IPv4 when REQUESTED-ADDRESS-FAMILY is absent (RFC 8656
 	// §7.2); otherwise the relay follows the family of the listener the client used.
 	StrictAddressFamily bool
-	// UnauthRate (per second, negative: no limit) and UnauthBurst bound answers sent without
-	// authentication over UDP, per source IP.
-	UnauthRate  float64
-	UnauthBurst int
 	// Now is the clock of nonces and credentials; nil means time.Now.
 	Now func() time.Time
 	// Logger gets debug lines (never an address or a username); nil discards.
 	Logger *slog.Logger
 }
 
-// Limits are the per-allocation caps and the allocation quotas.
+// Limits are the quotas, the bandwidth caps and the pace of unauthenticated answers: what
+// an operator may change while Ferry runs (SetLimits).
 type Limits struct {
-	// MaxPermissions caps the permissions, and separately the channel bindings, of one
-	// allocation (RFC 8656 §9.2, §12.2: 508 beyond). Zero means DefaultMaxPermissions.
-	MaxPermissions int
+	// MaxPermissions caps the permissions of one allocation, MaxChannels its channel
+	// bindings (RFC 8656 §9.2, §12.2: 508 beyond). Zero means the defaults (64 each).
+	MaxPermissions, MaxChannels int
 	// MaxAllocations and MaxAllocationsPerUser cap live allocations in total and per user
 	// id (RFC 8656 §7.2: 486 beyond); zero means no cap.
 	MaxAllocations, MaxAllocationsPerUser int
+	// Bandwidth are the data path's bandwidth caps (alloc.Caps).
+	Bandwidth alloc.Caps
+	// UnauthRate (answers per second) and UnauthBurst pace answers sent without credentials
+	// over UDP, per source address (unauth.go). Zero means the defaults; a negative rate, no
+	// pacing.
+	UnauthRate  float64
+	UnauthBurst int
 }
 
 // Handler answers control requests. It is safe for concurrent use; requests of one 5-tuple
@@ -101,10 +111,8 @@ func New(cfg Config) (*Handler, error) {
 	cfg.MaxLifetime = max(cmp.Or(cfg.MaxLifetime, DefaultMaxLifetime), cfg.DefaultLifetime)
 	cfg.PermissionLifetime = cmp.Or(cfg.PermissionLifetime, DefaultPermissionLifetime)
 	cfg.ChannelLifetime = cmp.Or(cfg.ChannelLifetime, DefaultChannelLifetime)
-	cfg.UnauthRate = cmp.Or(cfg.UnauthRate, DefaultUnauthRate)
-	cfg.UnauthBurst = cmp.Or(cfg.UnauthBurst, DefaultUnauthBurst)
 	h := &Handler{cfg: cfg, now: cfg.Now, log: cfg.Logger, table: cfg.Table, stats: cfg.Stats,
-		nonces: newNonces(cfg.NonceLifetime), unauth: newUnauthLimiter(cfg.UnauthRate, cfg.UnauthBurst)}
+		nonces: newNonces(cfg.NonceLifetime), unauth: newUnauthLimiter()}
 	if h.now == nil {
 		h.now = time.Now
 	}
@@ -116,19 +124,29 @@ func New(cfg Config) (*Handler, error) {
 	return h, nil
 }
 
-// SetLimits replaces the caps and quotas; live allocations keep what they have.
+// SetLimits replaces the quotas, caps and paces, atomically for each request and each
+// batch of data. Live allocations keep the permissions, channels and allocations they hold
+// beyond a lowered quota; a lowered bandwidth cap holds from the next batch.
 func (h *Handler) SetLimits(l Limits) {
 	l.MaxPermissions = cmp.Or(l.MaxPermissions, DefaultMaxPermissions)
+	l.MaxChannels = cmp.Or(l.MaxChannels, DefaultMaxChannels)
+	l.UnauthRate = cmp.Or(l.UnauthRate, DefaultUnauthRate)
+	l.UnauthBurst = cmp.Or(l.UnauthBurst, DefaultUnauthBurst)
 	h.limits.Store(&l)
-	h.stats.Limit.WithLabelValues("total").Set(float64(l.MaxAllocations))
-	h.stats.Limit.WithLabelValues("per_user").Set(float64(l.MaxAllocationsPerUser))
+	h.table.SetCaps(l.Bandwidth)
+	h.unauth.set(l.UnauthRate, l.UnauthBurst)
+	for kind, v := range map[string]int{"total": l.MaxAllocations, "per_user": l.MaxAllocationsPerUser,
+		"permissions": l.MaxPermissions, "channels": l.MaxChannels} {
+		h.stats.Limit.WithLabelValues(kind).Set(float64(v))
+	}
+	for scope, v := range map[string]int64{"allocation": l.Bandwidth.AllocationBitrate,
+		"user": l.Bandwidth.UserBitrate, "server": l.Bandwidth.TotalBitrate} {
+		h.stats.Bandwidth.WithLabelValues(scope).Set(float64(v))
+	}
 }
 
-// Limits returns the caps and quotas in force.
+// Limits returns the limits in force, defaults filled in.
 func (h *Handler) Limits() Limits { return *h.limits.Load() }
-
-// Sweep forgets idle rate-limit state.
-func (h *Handler) Sweep() { h.unauth.sweep(h.now()) }
 
 // Source says where a request came from and how to answer it.
 type Source struct {
@@ -280,7 +298,7 @@ func (r *request) fail(code stun.ErrorCode, extra ...stun.Setter) {
 	}
 	attrs := append([]stun.Setter{ec}, extra...)
 	resp := r.build(stun.ClassErrorResponse, attrs...)
-	if resp == nil {
+	if resp == nil || r.amplifies(resp) {
 		return
 	}
 	r.h.stats.Requests.WithLabelValues(r.method(), stats.Result(int(code))).Inc()
@@ -288,6 +306,23 @@ func (r *request) fail(code stun.ErrorCode, extra ...stun.Setter) {
 		r.alloc.Answered(r.m.TransactionID, resp)
 	}
 	r.src.Reply(resp)
+}
+
+// maxAmplification bounds an answer sent without credentials over UDP, in bytes of STUN
+// message per byte of the request it answers (C22).
+const maxAmplification = 2
+
+// amplifies reports (and counts) an answer that must not be sent because it would amplify: an
+// answer without credentials (no key: a 401, 438, 400, 420 or a Binding response) over UDP,
+// where the source address can be forged, more than twice the size of its request. Over TCP
+// and TLS the handshake proved the address. Browsers' requests are answered within the
+// bound when the realm has at most 8 bytes (README: Running a public relay safely).
+func (r *request) amplifies(resp []byte) bool {
+	if r.key != nil || r.src.Key.Transport != wire.UDP || len(resp) <= maxAmplification*len(r.m.Raw) {
+		return false
+	}
+	r.h.stats.Drop(stats.DropAmplification)
+	return true
 }
 
 // failUnauthenticated answers without MESSAGE-INTEGRITY (400, 401, 420, 438), within the

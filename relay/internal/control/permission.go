@@ -8,6 +8,7 @@ import (
 
 	"github.com/ferryrelay/ferry/relay/internal/alloc"
 	"github.com/ferryrelay/ferry/relay/internal/policy"
+	"github.com/ferryrelay/ferry/relay/internal/stats"
 	"github.com/ferryrelay/ferry/relay/internal/wire"
 	"github.com/pion/stun/v4"
 )
@@ -63,7 +64,7 @@ func (h *Handler) createPermission(r *request) {
 		}
 	}
 	if !h.table.Permit(a, ips, classes, h.cfg.PermissionLifetime, h.limits.Load().MaxPermissions) {
-		r.fail(stun.CodeInsufficientCapacity)
+		r.overQuota(stats.QuotaPermissions)
 		return
 	}
 	r.succeed(a)
@@ -109,14 +110,23 @@ func (h *Handler) channelBind(r *request) {
 		return
 	}
 	lim := h.limits.Load()
-	switch h.table.BindChannel(a, num, peer, class, h.cfg.ChannelLifetime, h.cfg.PermissionLifetime, lim.MaxPermissions) {
+	switch h.table.BindChannel(a, num, peer, class, h.cfg.ChannelLifetime, h.cfg.PermissionLifetime, lim.MaxChannels, lim.MaxPermissions) {
 	case alloc.ChannelConflict:
 		r.fail(stun.CodeBadRequest)
 	case alloc.ChannelNoCapacity:
-		r.fail(stun.CodeInsufficientCapacity)
+		r.overQuota(stats.QuotaChannels)
+	case alloc.ChannelNoPermission:
+		r.overQuota(stats.QuotaPermissions)
 	default:
 		r.succeed(a)
 	}
+}
+
+// overQuota answers 508 for a request over a per-allocation quota of kind (RFC 8656 §9.2,
+// §12.2) and counts it.
+func (r *request) overQuota(kind string) {
+	r.h.stats.Quota.WithLabelValues(kind).Inc()
+	r.fail(stun.CodeInsufficientCapacity)
 }
 
 // connect answers an RFC 6062 Connect request (§5.2): a TCP connection from the allocation's
@@ -146,7 +156,7 @@ func (h *Handler) connect(r *request) {
 		// that a Connect alone reaches the peer.
 		class, _ := h.table.Policy().Check(peer.Addr())
 		if !h.table.Permit(a, []netip.Addr{peer.Addr()}, []policy.Class{class}, h.cfg.PermissionLifetime, h.limits.Load().MaxPermissions) {
-			r.fail(stun.CodeInsufficientCapacity)
+			r.overQuota(stats.QuotaPermissions)
 			return
 		}
 	}

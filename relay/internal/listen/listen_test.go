@@ -65,7 +65,7 @@ func TestDispatchAllocatesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	table.BindChannel(al, 0x4000, sink.LocalAddr().(*net.UDPAddr).AddrPort(), policy.Local, time.Minute, time.Minute, 8)
+	table.BindChannel(al, 0x4000, sink.LocalAddr().(*net.UDPAddr).AddrPort(), policy.Local, time.Minute, time.Minute, 8, 8)
 	u := newUDPReader(l, nil)
 	frame := append([]byte{0x40, 0x00, 0x00, 100}, make([]byte, 100)...)
 	if n := testing.AllocsPerRun(1000, func() {

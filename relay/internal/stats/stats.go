@@ -16,23 +16,28 @@ type Drop uint8
 
 // Drop reasons.
 const (
-	DropMalformed      Drop = iota // not STUN or ChannelData, or a short ChannelData (C09)
-	DropBadFingerprint             // FINGERPRINT present and wrong (RFC 8489 §14.7)
-	DropNoAllocation               // data on a 5-tuple or relay socket without allocation
-	DropNoChannel                  // ChannelData on an unbound channel
-	DropNoPermission               // data to or from a peer without permission
-	DropPeerPort                   // a permitted IP, but a port the peer policy protects
-	DropQueueFull                  // a bounded queue was full
-	DropRateLimited                // an unauthenticated answer over the per-source pace (C22)
-	DropTooLarge                   // larger than the buffer: never relayed truncated
-	DropWriteError                 // the kernel refused the send
-	DropUnexpected                 // a response, or an indication that is not Send
+	DropMalformed         Drop = iota // not STUN or ChannelData, or a short ChannelData (C09)
+	DropBadFingerprint                // FINGERPRINT present and wrong (RFC 8489 §14.7)
+	DropNoAllocation                  // data on a 5-tuple or relay socket without allocation
+	DropNoChannel                     // ChannelData on an unbound channel
+	DropNoPermission                  // data to or from a peer without permission
+	DropPeerPort                      // a permitted IP, but a port the peer policy protects
+	DropQueueFull                     // a bounded queue was full
+	DropRateLimited                   // an unauthenticated answer over the per-source pace (C22)
+	DropTooLarge                      // larger than the buffer: never relayed truncated
+	DropWriteError                    // the kernel refused the send
+	DropUnexpected                    // a response, or an indication that is not Send
+	DropAmplification                 // an answer without credentials over 2× its request (C22)
+	DropOverAllocationCap             // over the allocation's bandwidth cap
+	DropOverUserCap                   // over the bandwidth cap of the allocation's user id
+	DropOverServerCap                 // over the server-wide bandwidth cap
 	numDrops
 )
 
 var dropLabels = [numDrops]string{"malformed", "bad_fingerprint", "no_allocation", "no_channel",
 	"no_permission", "peer_port_denied", "control_queue_full", "rate_limited", "too_large",
-	"write_error", "unexpected_message"}
+	"write_error", "unexpected_message", "amplification", "allocation_bandwidth", "user_bandwidth",
+	"server_bandwidth"}
 
 // String returns the metric label.
 func (d Drop) String() string { return dropLabels[d] }
@@ -51,6 +56,18 @@ const (
 	RefusedTotal      = "total"
 	RefusedHandshakes = "handshakes"
 )
+
+// Quota kinds (ferry_turn_quota_rejections_total).
+const (
+	QuotaUser        = "user"        // allocations of one user id: 486
+	QuotaTotal       = "total"       // allocations in total: 486
+	QuotaRelayPorts  = "relay_ports" // no free relay port: 508
+	QuotaPermissions = "permissions" // permissions of one allocation: 508
+	QuotaChannels    = "channels"    // channel bindings of one allocation: 508
+)
+
+// QuotaKinds are the label values of ferry_turn_quota_rejections_total.
+var QuotaKinds = []string{QuotaUser, QuotaTotal, QuotaRelayPorts, QuotaPermissions, QuotaChannels}
 
 // Auth failure reasons that exist before the first failure (the auth package's reasons).
 var authReasons = []string{"malformed", "expired", "too_far_ahead", "unknown_user", "bad_integrity", "wrong_realm"}
@@ -73,6 +90,7 @@ type Relay struct {
 	Quota        *prometheus.CounterVec // kind
 	Bindings     *prometheus.CounterVec // transport
 	Limit        *prometheus.GaugeVec   // kind
+	Bandwidth    *prometheus.GaugeVec   // scope
 	ConnsRefused *prometheus.CounterVec // reason
 
 	bytes, packets *prometheus.CounterVec
@@ -93,7 +111,7 @@ func New(reg prometheus.Registerer, perPacket bool) (*Relay, error) {
 	m := newCollectors()
 	for _, c := range []prometheus.Collector{m.Active, m.Created, m.Duration, m.bytes, m.packets,
 		m.Permissions, m.Channels, m.Requests, m.AuthFailures, m.PeerDenials, m.Quota, m.Bindings,
-		m.dropped, m.Limit, m.ConnsRefused} {
+		m.dropped, m.Limit, m.Bandwidth, m.ConnsRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -120,7 +138,7 @@ func New(reg prometheus.Registerer, perPacket bool) (*Relay, error) {
 	for _, r := range policy.DenyReasons {
 		m.PeerDenials.WithLabelValues(r)
 	}
-	for _, k := range []string{"total", "user"} {
+	for _, k := range QuotaKinds {
 		m.Quota.WithLabelValues(k)
 	}
 	for _, r := range []string{RefusedPerIP, RefusedTotal, RefusedHandshakes} {
@@ -177,7 +195,7 @@ func newCollectors() *Relay {
 		}, []string{"reason"}),
 		Quota: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_turn_quota_rejections_total",
-			Help: "Allocate requests refused with 486, by quota kind (user, total).",
+			Help: "Requests refused by a quota, by kind: user and total (Allocate, 486), relay_ports (Allocate, 508), permissions and channels (per allocation, 508).",
 		}, []string{"kind"}),
 		Bindings: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ferry_stun_binding_requests_total",
@@ -193,8 +211,12 @@ func newCollectors() *Relay {
 		}, []string{"reason"}),
 		Limit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ferry_turn_allocation_limit",
-			Help: "Configured allocation caps by kind (total, per_user); 0 means no cap.",
+			Help: "Configured quotas by kind (total, per_user, permissions, channels); 0 means no cap.",
 		}, []string{"kind"}),
+		Bandwidth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ferry_turn_bandwidth_limit_bits_per_second",
+			Help: "Configured bandwidth caps by scope (allocation, user, server), in bits per second in each direction; 0 means no cap.",
+		}, []string{"scope"}),
 	}
 }
 
