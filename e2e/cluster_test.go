@@ -193,12 +193,19 @@ func TestClusterOnRedis(t *testing.T) {
 		e.redisOutage(t, relayPorts)
 	})
 
+	// The relay that carried the call stays; of the others, one drains and one is killed.
+	var others []*ferryProc
+	for _, r := range e.relays {
+		if r != callRelay {
+			others = append(others, r)
+		}
+	}
 	t.Run("drain and kill", func(t *testing.T) {
-		e.drainAndKill(t, tt)
+		e.drainAndKill(t, tt, others[0], others[1], callRelay)
 	})
 
 	t.Run("erase on every node", func(t *testing.T) {
-		e.eraseEverywhere(t, callRelay)
+		e.eraseEverywhere(t, callRelay, others[1])
 	})
 
 	// No node id reaches the endpoint's metrics as a label.
@@ -343,17 +350,17 @@ func (e *clusterEnv) redisOutage(t *testing.T, relays map[int]*ferryProc) {
 	guest.expect(t, "restart")
 }
 
-// drainAndKill: a relay that starts to drain, and one that is killed, are no longer handed
-// out within 10 s. whole is the test the draining relay's call lasts for.
-func (e *clusterEnv) drainAndKill(t, whole *testing.T) {
+// drainAndKill: a relay that starts to drain (r2), and one that is killed (r3), are no
+// longer handed out within 10 s; then only r1 is. whole is the test the draining relay's
+// call lasts for.
+func (e *clusterEnv) drainAndKill(t, whole *testing.T, r2, r3, r1 *ferryProc) {
 	s1 := e.signals[0]
-	r2, r3 := e.relays[1], e.relays[2]
 	// r2 has a call until the whole test ends, so that its drain lasts.
 	user, pass := restCred(e.secret, "patient")
 	c := newTurnClient(whole, r2, user, pass)
 	relayConn, err := c.Allocate()
 	if err != nil {
-		t.Fatalf("allocate on relay-2: %v", err)
+		t.Fatalf("allocate on the relay to drain: %v", err)
 	}
 	whole.Cleanup(func() { relayConn.Close() })
 	resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/-/drain", r2.adminPort), "", nil)
@@ -375,26 +382,36 @@ func (e *clusterEnv) drainAndKill(t, whole *testing.T) {
 	<-r3.exited
 	took = within(t, 10*time.Second, "killed relay no longer handed out", func() bool {
 		seen := e.handedOut(t, s1, 6)
-		return seen[r3.udpPort] == 0 && seen[e.relays[0].udpPort] == 6
+		return seen[r3.udpPort] == 0 && seen[r1.udpPort] == 6
 	})
 	t.Logf("a killed relay left the answers after %s", took.Round(100*time.Millisecond))
 }
 
 // eraseEverywhere: `ferry logs erase --cluster --ip 127.0.0.1` erases on every node that
 // answers and reports the killed one as not done.
-func (e *clusterEnv) eraseEverywhere(t *testing.T, callRelay *ferryProc) {
+func (e *clusterEnv) eraseEverywhere(t *testing.T, callRelay, killed *ferryProc) {
 	cmd := exec.Command(ferryBinary(t), "logs", "erase", "--cluster", "--ip", "127.0.0.1", "--config", e.cli)
 	out, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatalf("erase with a node down must fail:\n%s", out)
 	}
 	text := string(out)
-	for _, node := range []string{"relay-1", "relay-2", "signal-1", "signal-2"} {
+	for i, r := range e.relays {
+		node := fmt.Sprintf("relay-%d", i+1)
+		want := node + ": done: erased"
+		if r == killed {
+			want = node + ": NOT DONE: not reachable"
+		}
+		if !strings.Contains(text, want) {
+			t.Errorf("want %q:\n%s", want, text)
+		}
+	}
+	for _, node := range []string{"signal-1", "signal-2"} {
 		if !strings.Contains(text, node+": done: erased") {
 			t.Errorf("%s not done:\n%s", node, text)
 		}
 	}
-	if !strings.Contains(text, "relay-3: NOT DONE: not reachable") || !strings.Contains(text, "1 of 5 node(s) NOT DONE") {
+	if !strings.Contains(text, "1 of 5 node(s) NOT DONE") {
 		t.Fatalf("the killed relay is not reported as not done:\n%s", text)
 	}
 	// The call's relay had records about 127.0.0.1; now it has none, nor has a signaling node.
