@@ -657,7 +657,7 @@ func TestReadinessByCapacity(t *testing.T) {
 	os.WriteFile(secrets, []byte(opsSecretOld+"\n"), 0o600)
 	for _, c := range []struct{ name, extra string }{
 		{"max_allocations", "  max_allocations: 4\nserver:\n  readiness_max_usage: 0.5\n"},
-		{"relay_ports", "  port_min: 50100\n  port_max: 50103\nserver:\n  readiness_max_usage: 0.5\n"},
+		{"relay_ports", "  port_min: 61300\n  port_max: 61303\nserver:\n  readiness_max_usage: 0.5\n"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			y := strings.Replace(opsConfig(secrets, ""), "  allowed_peers: [127.0.0.2/32]\n", "  allowed_peers: [127.0.0.2/32]\n"+c.extra, 1)

@@ -325,7 +325,7 @@ func TestC20AdvertisedAddresses(t *testing.T) {
 	env := newTestEnv(t, withIPv6(t), func(c *Config) {
 		c.AdvertisedIPv4 = netip.MustParseAddr("203.0.113.10")
 		c.AdvertisedIPv6 = netip.MustParseAddr("2001:db8::10")
-		c.PortMin, c.PortMax = 50000, 50099
+		c.PortMin, c.PortMax = 61100, 61199
 	})
 	lc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP("127.0.0.5")})
 	if err != nil {
@@ -336,7 +336,7 @@ func TestC20AdvertisedAddresses(t *testing.T) {
 	c := dialClient(t, "udp", env.udp, local)
 	cred := env.cred(t, "u-c20", time.Hour)
 	code, relayed := c.allocate(cred.Username, cred.Password)
-	if code != 0 || relayed.Addr().String() != "203.0.113.10" || relayed.Port() < 50000 || relayed.Port() > 50099 {
+	if code != 0 || relayed.Addr().String() != "203.0.113.10" || relayed.Port() < 61100 || relayed.Port() > 61199 {
 		t.Fatalf("IPv4 relayed %s (%d)", relayed, code)
 	}
 	r, err := c.transact(c.build(stun.MethodBinding))

@@ -241,7 +241,7 @@ func TestC30ChannelBindConflicts(t *testing.T) {
 func TestC31ConnectionLossEndsAllocation(t *testing.T) {
 	for _, network := range []string{"tcp", "tls"} {
 		t.Run(network, func(t *testing.T) {
-			env := newTestEnv(t, func(c *Config) { c.PortMin, c.PortMax = 42200, 42200 })
+			env := newTestEnv(t, func(c *Config) { c.PortMin, c.PortMax = freePorts(t, 1) })
 			for _, reset := range []bool{false, true} {
 				c, _ := env.allocated(t, network, "u-c31")
 				if reset {

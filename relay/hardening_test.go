@@ -196,7 +196,7 @@ func TestMismatchAndBadPeerAddress(t *testing.T) {
 func TestTCPAllocations(t *testing.T) {
 	env := newTestEnv(t, func(c *Config) {
 		c.TCPAllocations = true
-		c.PortMin, c.PortMax = 41000, 41001
+		c.PortMin, c.PortMax = freePorts(t, 2)
 		c.IdleTimeout = time.Second
 	})
 	peerLn, err := net.Listen("tcp4", "127.0.0.2:0")

@@ -10,7 +10,9 @@ import (
 	"crypto/x509/pkix"
 	"encoding/binary"
 	"errors"
+	"io"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -266,14 +268,20 @@ type canary struct {
 
 func newCanary(t testing.TB, ip string) *canary {
 	t.Helper()
-	u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := u.LocalAddr().(*net.UDPAddr).Port
-	tl, err := net.Listen("tcp4", net.JoinHostPort(ip, strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
+	var u *net.UDPConn
+	var tl net.Listener
+	for try := 0; tl == nil; try++ { // the UDP port's TCP twin may be taken: try another
+		var err error
+		if u, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)}); err != nil {
+			t.Fatal(err)
+		}
+		port := u.LocalAddr().(*net.UDPAddr).Port
+		if tl, err = net.Listen("tcp4", net.JoinHostPort(ip, strconv.Itoa(port))); err != nil {
+			_ = u.Close()
+			if try == 20 {
+				t.Fatal(err)
+			}
+		}
 	}
 	c := &canary{udp: u, tcp: tl}
 	var wg sync.WaitGroup
@@ -678,4 +686,38 @@ func (c *stunClient) expectNothing(d time.Duration) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// freePorts returns a range of n relay ports on 127.0.0.1 that are free for UDP and TCP now,
+// above the kernel's ephemeral range (32768-60999 by default), where no outgoing connection
+// of another program takes one in the middle of a test that counts them.
+func freePorts(t testing.TB, n int) (uint16, uint16) {
+	t.Helper()
+	for try := 0; try < 200; try++ {
+		base := 61000 + mrand.IntN(65535-61000-n)
+		var held []io.Closer
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: p})
+			if err != nil {
+				ok = false
+				break
+			}
+			held = append(held, u)
+			l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+			if err != nil {
+				ok = false
+				break
+			}
+			held = append(held, l)
+		}
+		for _, c := range held {
+			_ = c.Close()
+		}
+		if ok {
+			return uint16(base), uint16(base + n - 1)
+		}
+	}
+	t.Fatalf("no %d free ports in a row", n)
+	return 0, 0
 }

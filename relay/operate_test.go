@@ -88,7 +88,7 @@ func TestSetPeerPolicy(t *testing.T) {
 // Reloaded quotas apply to the next Allocate and show in the limit gauges and Usage; live
 // allocations stay.
 func TestSetLimitsAndUsage(t *testing.T) {
-	env := newTestEnv(t, func(c *Config) { c.PortMin, c.PortMax = 50000, 50009 })
+	env := newTestEnv(t, func(c *Config) { c.PortMin, c.PortMax = freePorts(t, 10) })
 	env.allocated(t, "udp", "u-1")
 	env.allocated(t, "tcp", "u-2")
 	env.srv.SetLimits(Limits{MaxAllocations: 2})

@@ -78,7 +78,7 @@ func TestQuotasFreeTheirSlot(t *testing.T) {
 	})
 
 	t.Run("relay ports", func(t *testing.T) {
-		env := newTestEnv(t, func(c *Config) { c.PortMin, c.PortMax = 42200, 42201 })
+		env := newTestEnv(t, func(c *Config) { c.PortMin, c.PortMax = freePorts(t, 2) })
 		env.allocated(t, "udp", "p1")
 		c, _ := env.allocated(t, "udp", "p2")
 		long(t, c)

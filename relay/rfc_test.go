@@ -103,13 +103,14 @@ func TestNonceExpiry(t *testing.T) {
 // While any port of a small relay range is free an Allocate gets one; with all ten taken
 // the next gets 508; when one is freed the next Allocate gets exactly that one.
 func TestPortRangeOfTen(t *testing.T) {
-	env := newTestEnv(t, func(c *Config) { c.PortMin, c.PortMax = 42100, 42109; c.MaxAllocationsPerUser = -1 })
+	lo, hi := freePorts(t, 10)
+	env := newTestEnv(t, func(c *Config) { c.PortMin, c.PortMax = lo, hi; c.MaxAllocationsPerUser = -1 })
 	var clients []*stunClient
 	var ports []uint16
 	used := map[uint16]bool{}
 	for i := range 10 {
 		c, relayed := env.allocated(t, "udp", "u-port")
-		if used[relayed.Port()] || relayed.Port() < 42100 || relayed.Port() > 42109 {
+		if used[relayed.Port()] || relayed.Port() < lo || relayed.Port() > hi {
 			t.Fatalf("allocation %d got port %d", i, relayed.Port())
 		}
 		used[relayed.Port()] = true

@@ -51,7 +51,7 @@ func newFixture(t testing.TB, mutate ...func(*Config)) *fixture {
 		t.Fatal(err)
 	}
 	f.stats = st
-	cfg := Config{Realm: "ferry.test", RelayIPv4: netip.MustParseAddr("127.0.0.1"), PortMin: 43000, PortMax: 43999,
+	cfg := Config{Realm: "ferry.test", RelayIPv4: netip.MustParseAddr("127.0.0.1"), PortMin: 62000, PortMax: 62999,
 		Policy: policy.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, nil,
 			[]netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil),
 		MaxAllocationAge: 12 * time.Hour, Stats: st, Now: f.clock.Now}
@@ -267,7 +267,7 @@ func testValue(t *testing.T, reg *prometheus.Registry, name, label string) float
 // EVEN-PORT with R reserves the next port for 30 s under a token; an Allocate with the
 // token gets that port once; an unknown or expired token gets nothing (RFC 8656 §7.2).
 func TestPortReservation(t *testing.T) {
-	f := newFixture(t, func(c *Config) { c.PortMin, c.PortMax = 43100, 43103 })
+	f := newFixture(t, func(c *Config) { c.PortMin, c.PortMax = 63100, 63103 })
 	client := addrOf(f.client)
 	key := func(port uint16) Key {
 		return Key{Transport: wire.UDP, Client: netip.AddrPortFrom(client.Addr(), port), Server: addrOf(f.listener.Conn())}

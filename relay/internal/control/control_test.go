@@ -42,7 +42,7 @@ func newHarness(t testing.TB) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x.table, err = alloc.NewTable(alloc.Config{RelayIPv4: netip.MustParseAddr("127.0.0.1"), PortMin: 44000, PortMax: 45999,
+	x.table, err = alloc.NewTable(alloc.Config{RelayIPv4: netip.MustParseAddr("127.0.0.1"), PortMin: 63200, PortMax: 64199,
 		Policy:           policy.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, nil, nil, nil),
 		MaxAllocationAge: 12 * time.Hour, Stats: st, Now: now})
 	if err != nil {

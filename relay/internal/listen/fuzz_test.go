@@ -35,7 +35,7 @@ func newFramerHarness(t testing.TB) *framerHarness {
 	}
 	x := &framerHarness{now: time.Unix(1_800_000_000, 0)}
 	clock := func() time.Time { return x.now }
-	x.table, err = alloc.NewTable(alloc.Config{RelayIPv4: netip.MustParseAddr("127.0.0.1"), PortMin: 47000, PortMax: 47999,
+	x.table, err = alloc.NewTable(alloc.Config{RelayIPv4: netip.MustParseAddr("127.0.0.1"), PortMin: 64700, PortMax: 65199,
 		Policy:           policy.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, nil, nil, nil),
 		MaxAllocationAge: time.Hour, Stats: st, Now: clock})
 	if err != nil {

@@ -22,7 +22,7 @@ func TestDispatchAllocatesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	table, err := alloc.NewTable(alloc.Config{RelayIPv4: netip.MustParseAddr("127.0.0.1"), PortMin: 46000, PortMax: 46999,
+	table, err := alloc.NewTable(alloc.Config{RelayIPv4: netip.MustParseAddr("127.0.0.1"), PortMin: 64200, PortMax: 64699,
 		Policy:           policy.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, nil, nil, nil),
 		MaxAllocationAge: time.Hour, Stats: st})
 	if err != nil {
