@@ -149,8 +149,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 type Config struct {
 	// Auth issues the TURN credentials. Required.
 	Auth *auth.Authenticator
-	// URLs are the ICE server URLs of the running listeners (see BuildURLs).
+	// URLs are the ICE server URLs of the running listeners (see BuildURLs), or the
+	// configured ones; with Relays, the fallback.
 	URLs []URL
+	// Relays, if not nil, picks the relay whose URLs each answer hands out (a cluster's
+	// registry); when it cannot pick, answers carry URLs.
+	Relays RelayPicker
 	// DefaultTTL is the credential lifetime when a request names none; requests are capped
 	// at Auth.MaxTTL(). Zero means DefaultTTL.
 	DefaultTTL time.Duration
@@ -461,6 +465,7 @@ type iceRequest struct {
 	User               *string   `json:"user"`
 	Transports         []string  `json:"transports"`
 	ICETransportPolicy *string   `json:"iceTransportPolicy"`
+	Region             *string   `json:"region"`
 }
 
 // ttlParam is the ttl as given: a JSON number or string, or a query value; it is checked
@@ -538,7 +543,15 @@ func (h *Handler) iceServers(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	urls := h.cfg.URLs
+	region := ""
+	if req.Region != nil {
+		region = *req.Region
+		if !validRegion(region) {
+			writeError(w, http.StatusBadRequest, "bad_request", "region must be 1-64 characters of A-Z a-z 0-9 . _ -")
+			return
+		}
+	}
+	urls := h.relayURLs(region, "")
 	if len(req.Transports) > 0 {
 		want := map[string]bool{}
 		for _, t := range req.Transports {
@@ -599,6 +612,9 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (iceRequest, int
 	if v, ok := q["iceTransportPolicy"]; ok {
 		req.ICETransportPolicy = &v[0]
 	}
+	if v, ok := q["region"]; ok {
+		req.Region = &v[0]
+	}
 	if r.Method != http.MethodPost {
 		return req, 0, nil
 	}
@@ -623,6 +639,9 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (iceRequest, int
 	}
 	if b.ICETransportPolicy != nil {
 		req.ICETransportPolicy = b.ICETransportPolicy
+	}
+	if b.Region != nil {
+		req.Region = b.Region
 	}
 	return req, 0, nil
 }
