@@ -9,7 +9,7 @@ FUZZTIME    ?= 15s
 BENCH_ARGS  ?=
 # Packages that must also build on macOS and Windows (make lint vets them for both);
 # bench/ and e2e/ stay Linux-only.
-PORTABLE    ?= ./cmd/... ./relay/... ./config/... ./auth/... ./signaling/... ./metrics/... ./alloclog/... ./internal/... ./check/...
+PORTABLE    ?= ./cmd/... ./relay/... ./config/... ./auth/... ./signaling/... ./metrics/... ./alloclog/... ./cluster/... ./internal/... ./check/...
 
 .DEFAULT_GOAL := help
 

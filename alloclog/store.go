@@ -309,6 +309,22 @@ type Records struct {
 // where it is the client or a permitted peer, and HTTP requests from it; a user id matches
 // allocations only.
 func (s *Store) Query(ctx context.Context, f Filter) (Records, error) {
+	out := Records{Allocations: []AllocationRecord{}, HTTPRequests: []HTTPRecord{}}
+	var err error
+	if out.Allocations, err = s.queryAllocations(ctx, f); err != nil {
+		return out, fmt.Errorf("alloclog: query: %w", err)
+	}
+	if f.UserID != nil {
+		return out, nil // HTTP requests carry no user
+	}
+	if out.HTTPRequests, err = s.queryHTTP(ctx, f); err != nil {
+		return out, fmt.Errorf("alloclog: query: %w", err)
+	}
+	return out, nil
+}
+
+// queryAllocations returns the allocations matching f, each with its permitted peers.
+func (s *Store) queryAllocations(ctx context.Context, f Filter) ([]AllocationRecord, error) {
 	var where []string
 	var args []any
 	if f.IP.IsValid() {
@@ -320,96 +336,88 @@ func (s *Store) Query(ctx context.Context, f Filter) (Records, error) {
 		where = append(where, "a.user_id = ?")
 		args = append(args, *f.UserID)
 	}
-	if !f.Since.IsZero() {
-		where = append(where, "a.start_ms >= ?")
-		args = append(args, f.Since.UnixMilli())
-	}
-	if !f.Until.IsZero() {
-		where = append(where, "a.start_ms < ?")
-		args = append(args, f.Until.UnixMilli())
-	}
+	where, args = timeRange(where, args, "a.start_ms", f)
 	q := `SELECT a.id, a.start_ms, a.end_ms, a.transport, a.client_ip, a.client_port, a.server, a.relayed,
 		a.user_id, a.realm, a.bytes_to_peer, a.packets_to_peer, a.bytes_to_client, a.packets_to_client,
 		COALESCE(a.end_reason, ''), COALESCE(p.peer_ip, ''), COALESCE(p.first_ms, 0)
-		FROM allocations a LEFT JOIN permissions p ON p.allocation_id = a.id`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY a.start_ms, a.id, p.first_ms"
-	var out Records
-	out.Allocations = []AllocationRecord{}
-	out.HTTPRequests = []HTTPRecord{}
+		FROM allocations a LEFT JOIN permissions p ON p.allocation_id = a.id` + whereClause(where) +
+		" ORDER BY a.start_ms, a.id, p.first_ms"
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return out, fmt.Errorf("alloclog: query: %w", err)
+		return nil, err
 	}
 	defer rows.Close()
+	out := []AllocationRecord{}
 	for rows.Next() {
 		var r AllocationRecord
-		var start, firstMS int64
+		var start, firstMS, id int64
 		var end sql.NullInt64
-		var id int64
 		var peer string
 		if err := rows.Scan(&id, &start, &end, &r.Transport, &r.ClientIP, &r.ClientPort, &r.Server, &r.Relayed,
 			&r.UserID, &r.Realm, &r.BytesToPeer, &r.PacketsToPeer, &r.BytesToClient, &r.PacketsToClient,
 			&r.EndReason, &peer, &firstMS); err != nil {
-			return out, fmt.Errorf("alloclog: query: %w", err)
+			return nil, err
 		}
 		r.ID = uint64(id)
-		if n := len(out.Allocations); n > 0 && out.Allocations[n-1].ID == r.ID {
-			if peer != "" {
-				out.Allocations[n-1].Peers = append(out.Allocations[n-1].Peers, PeerRecord{peer, time.UnixMilli(firstMS).UTC()})
+		if n := len(out); n == 0 || out[n-1].ID != r.ID { // a row per permission: one record per allocation
+			r.Start = time.UnixMilli(start).UTC()
+			if end.Valid {
+				e := time.UnixMilli(end.Int64).UTC()
+				r.End = &e
 			}
-			continue
+			r.Peers = []PeerRecord{}
+			out = append(out, r)
 		}
-		r.Start = time.UnixMilli(start).UTC()
-		if end.Valid {
-			e := time.UnixMilli(end.Int64).UTC()
-			r.End = &e
-		}
-		r.Peers = []PeerRecord{}
 		if peer != "" {
-			r.Peers = append(r.Peers, PeerRecord{peer, time.UnixMilli(firstMS).UTC()})
+			last := &out[len(out)-1]
+			last.Peers = append(last.Peers, PeerRecord{peer, time.UnixMilli(firstMS).UTC()})
 		}
-		out.Allocations = append(out.Allocations, r)
 	}
-	if err := rows.Err(); err != nil {
-		return out, fmt.Errorf("alloclog: query: %w", err)
-	}
-	if f.UserID != nil {
-		return out, nil // HTTP requests carry no user
-	}
-	where, args = nil, nil
+	return out, rows.Err()
+}
+
+// queryHTTP returns the signaling requests matching f's address and time range.
+func (s *Store) queryHTTP(ctx context.Context, f Filter) ([]HTTPRecord, error) {
+	var where []string
+	var args []any
 	if f.IP.IsValid() {
 		where = append(where, "client_ip = ?")
 		args = append(args, canonIP(f.IP))
 	}
-	if !f.Since.IsZero() {
-		where = append(where, "time_ms >= ?")
-		args = append(args, f.Since.UnixMilli())
-	}
-	if !f.Until.IsZero() {
-		where = append(where, "time_ms < ?")
-		args = append(args, f.Until.UnixMilli())
-	}
-	q = "SELECT time_ms, client_ip, route, status, user_agent FROM http_requests"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY time_ms, id"
-	hr, err := s.db.QueryContext(ctx, q, args...)
+	where, args = timeRange(where, args, "time_ms", f)
+	q := "SELECT time_ms, client_ip, route, status, user_agent FROM http_requests" + whereClause(where) + " ORDER BY time_ms, id"
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return out, fmt.Errorf("alloclog: query: %w", err)
+		return nil, err
 	}
-	defer hr.Close()
-	for hr.Next() {
+	defer rows.Close()
+	out := []HTTPRecord{}
+	for rows.Next() {
 		var r HTTPRecord
 		var t int64
-		if err := hr.Scan(&t, &r.ClientIP, &r.Route, &r.Status, &r.UserAgent); err != nil {
-			return out, fmt.Errorf("alloclog: query: %w", err)
+		if err := rows.Scan(&t, &r.ClientIP, &r.Route, &r.Status, &r.UserAgent); err != nil {
+			return nil, err
 		}
 		r.Time = time.UnixMilli(t).UTC()
-		out.HTTPRequests = append(out.HTTPRequests, r)
+		out = append(out, r)
 	}
-	return out, hr.Err()
+	return out, rows.Err()
+}
+
+// timeRange adds f's Since and Until on column (Unix milliseconds) to a WHERE clause.
+func timeRange(where []string, args []any, column string, f Filter) ([]string, []any) {
+	if !f.Since.IsZero() {
+		where, args = append(where, column+" >= ?"), append(args, f.Since.UnixMilli())
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, column+" < ?"), append(args, f.Until.UnixMilli())
+	}
+	return where, args
+}
+
+func whereClause(where []string) string {
+	if len(where) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(where, " AND ")
 }

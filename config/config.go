@@ -32,6 +32,7 @@ type File struct {
 	Admin    AdminSection    `mapstructure:"admin" yaml:"admin"`
 	Runtime  RuntimeSection  `mapstructure:"runtime" yaml:"runtime"`
 	Rooms    RoomsSection    `mapstructure:"rooms" yaml:"rooms"`
+	Cluster  ClusterSection  `mapstructure:"cluster" yaml:"cluster"`
 }
 
 // RuntimeSection tunes the Go runtime's garbage collector.
@@ -75,6 +76,10 @@ type HTTPSection struct {
 	// PublicURL is the base of consultation links, e.g. "https://consult.clinic.example";
 	// "" means http://<server.public_host or relay IP>:<http.listen port>.
 	PublicURL string `mapstructure:"public_url" yaml:"public_url"`
+	// ICEURLs are the ICE server URLs (stun:, turn:, turns:) that /v1/ice-servers and rooms
+	// hand out instead of this node's own listeners: required for server.role signaling, and
+	// the fallback when the cluster registry cannot be read. Empty: this node's listeners.
+	ICEURLs []string `mapstructure:"ice_urls" yaml:"ice_urls"`
 }
 
 // APISection configures the API keys that may call the HTTP API.
@@ -107,6 +112,9 @@ type ServerSection struct {
 	// PIDFile, when set, is where ferry serve writes its process id, for `ferry reload`
 	// and `ferry drain` without an admin listener; removed at exit.
 	PIDFile string `mapstructure:"pid_file" yaml:"pid_file"`
+	// Role is what this node runs: RoleBoth (the relay and the signaling listener),
+	// RoleRelay or RoleSignaling.
+	Role string `mapstructure:"role" yaml:"role"`
 }
 
 // LogSection configures the process log (log/slog).

@@ -62,6 +62,7 @@ func Load(opts Options) (*File, error) {
 	}
 	f.resolveSecrets(&p)
 	f.resolveRoomKeys(&p)
+	f.resolveCluster(&p)
 	for _, err := range f.Validate() {
 		if pr, ok := err.(*problem); !ok || !slices.ContainsFunc(pr.keys(), func(k string) bool { return failed[baseKey(k)] }) {
 			p.list = append(p.list, err)

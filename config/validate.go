@@ -37,6 +37,8 @@ func (f *File) Validate() []error {
 		(*File).validateAllocLog,
 		(*File).validateRuntime,
 		(*File).validateRooms,
+		(*File).validateRole,
+		(*File).validateCluster,
 	} {
 		step(f, &p)
 	}
@@ -109,7 +111,7 @@ func (f *File) validateTURN(p *problems) {
 			}
 		}
 	}
-	if len(t.UDPListen)+len(t.TCPListen)+len(t.TLSListen) == 0 {
+	if len(t.UDPListen)+len(t.TCPListen)+len(t.TLSListen) == 0 && f.RunsRelay() {
 		p.addFor("turn", []string{"turn.udp_listen", "turn.tcp_listen", "turn.tls_listen"},
 			"no listeners: set udp_listen, tcp_listen or tls_listen")
 	}
@@ -192,7 +194,7 @@ func (f *File) validateRelayAddresses(p *problems) {
 	checkIP("relay.bind_ipv6", r.BindIPv6, true)
 	checkIP("relay.advertised_ip", r.AdvertisedIP, false)
 	checkIP("relay.advertised_ipv6", r.AdvertisedIPv6, true)
-	if !r.BindIP.IsSet() && !r.BindIPv6.IsValid() {
+	if !r.BindIP.IsSet() && !r.BindIPv6.IsValid() && f.RunsRelay() {
 		p.addFor("relay", []string{"relay.bind_ip", "relay.bind_ipv6"}, "bind_ip and bind_ipv6 are both empty: nothing to relay from")
 	}
 	if r.AdvertisedIPv6.IsValid() && !r.BindIPv6.IsValid() {

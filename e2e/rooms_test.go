@@ -171,33 +171,8 @@ api:
 			ufrag = v
 		}
 	}
-	pump := func(w *wsPeer, pc *webrtc.PeerConnection) {
-		for {
-			select {
-			case m := <-w.msgs:
-				switch m["type"] {
-				case "offer":
-					_ = pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m["sdp"].(string)})
-					a, _ := pc.CreateAnswer(nil)
-					_ = pc.SetLocalDescription(a)
-					w.send(t, map[string]any{"type": "answer", "to": m["from"], "sdp": a.SDP})
-				case "answer":
-					_ = pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m["sdp"].(string)})
-				case "candidate":
-					if c, ok := m["candidate"].(map[string]any); ok {
-						data, _ := json.Marshal(c)
-						var init webrtc.ICECandidateInit
-						_ = json.Unmarshal(data, &init)
-						_ = pc.AddICECandidate(init)
-					}
-				}
-			case <-w.done:
-				return
-			}
-		}
-	}
-	go pump(guest, guestPC)
-	go pump(host, hostPC)
+	go pumpSignals(t, guest, guestPC)
+	go pumpSignals(t, host, hostPC)
 	select {
 	case msg := <-got:
 		if msg != "hello through Ferry" {
@@ -226,6 +201,34 @@ api:
 			if strings.Contains(out, secret) {
 				t.Errorf("%s contains %q", what, secret)
 			}
+		}
+	}
+}
+
+// pumpSignals feeds pc what arrives for it over the room: it answers an offer, takes an
+// answer and trickled candidates, until the connection ends.
+func pumpSignals(t *testing.T, w *wsPeer, pc *webrtc.PeerConnection) {
+	for {
+		select {
+		case m := <-w.msgs:
+			switch m["type"] {
+			case "offer":
+				_ = pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: m["sdp"].(string)})
+				a, _ := pc.CreateAnswer(nil)
+				_ = pc.SetLocalDescription(a)
+				w.send(t, map[string]any{"type": "answer", "to": m["from"], "sdp": a.SDP})
+			case "answer":
+				_ = pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m["sdp"].(string)})
+			case "candidate":
+				if c, ok := m["candidate"].(map[string]any); ok {
+					data, _ := json.Marshal(c)
+					var init webrtc.ICECandidateInit
+					_ = json.Unmarshal(data, &init)
+					_ = pc.AddICECandidate(init)
+				}
+			}
+		case <-w.done:
+			return
 		}
 	}
 }

@@ -97,7 +97,7 @@ func (h *Handler) checkICEServers(w http.ResponseWriter, r *http.Request) {
 	}
 	b := make([]byte, 9)
 	_, _ = rand.Read(b)
-	conf, _, err := h.iceConfig("check-"+hex.EncodeToString(b), CheckCredentialTTL, h.cfg.URLs)
+	conf, _, err := h.iceConfig("check-"+hex.EncodeToString(b), CheckCredentialTTL, h.relayURLs("", "")) // a cluster's pick, as users get
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", "cannot issue credentials")
 		return

@@ -150,8 +150,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 type Config struct {
 	// Auth issues the TURN credentials. Required.
 	Auth *auth.Authenticator
-	// URLs are the ICE server URLs of the running listeners (see BuildURLs).
+	// URLs are the ICE server URLs of the running listeners (see BuildURLs), or the
+	// configured ones; with Relays, the fallback.
 	URLs []URL
+	// Relays, if not nil, picks the relay whose URLs each answer hands out (a cluster's
+	// registry); when it cannot pick, answers carry URLs.
+	Relays RelayPicker
 	// DefaultTTL is the credential lifetime when a request names none; requests are capped
 	// at Auth.MaxTTL(). Zero means DefaultTTL.
 	DefaultTTL time.Duration
@@ -471,6 +475,7 @@ type iceRequest struct {
 	User               *string   `json:"user"`
 	Transports         []string  `json:"transports"`
 	ICETransportPolicy *string   `json:"iceTransportPolicy"`
+	Region             *string   `json:"region"`
 }
 
 // ttlParam is the ttl as given: a JSON number or string, or a query value; it is checked
@@ -494,100 +499,6 @@ type restResponse struct {
 	URIs     []string `json:"uris"`
 }
 
-func (h *Handler) iceServers(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodPost {
-		w.Header().Set("Allow", "GET, POST")
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "use GET or POST")
-		return
-	}
-	r, problem := fromDraft(r) // the TURN REST draft's form (turnrest.go)
-	if problem != "" {
-		writeError(w, http.StatusBadRequest, "bad_request", problem)
-		return
-	}
-	if !h.authorize(w, r) {
-		return
-	}
-	req, status, err := h.parse(w, r)
-	if err != nil {
-		writeBodyError(w, status, err)
-		return
-	}
-	ttl := h.cfg.DefaultTTL
-	if req.TTL != nil {
-		secs, err := parseSeconds(string(*req.TTL))
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "ttl must be a positive whole number of seconds")
-			return
-		}
-		if secs > int64(h.cfg.Auth.MaxTTL()/time.Second) {
-			secs = int64(h.cfg.Auth.MaxTTL() / time.Second)
-		}
-		ttl = time.Duration(secs) * time.Second
-	}
-	if ttl > h.cfg.Auth.MaxTTL() {
-		ttl = h.cfg.Auth.MaxTTL()
-	}
-	user := ""
-	if req.User != nil {
-		user = *req.User
-		if err := auth.ValidateUserID(user); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "user: "+strings.TrimPrefix(err.Error(), "auth: "))
-			return
-		}
-	} else {
-		b := make([]byte, 12)
-		_, _ = rand.Read(b)
-		user = hex.EncodeToString(b)
-	}
-	policy := ""
-	if req.ICETransportPolicy != nil {
-		policy = *req.ICETransportPolicy
-		if policy != "all" && policy != "relay" {
-			writeError(w, http.StatusBadRequest, "bad_request", `iceTransportPolicy must be "all" or "relay"`)
-			return
-		}
-	}
-	urls := h.cfg.URLs
-	if len(req.Transports) > 0 {
-		want := map[string]bool{}
-		for _, t := range req.Transports {
-			t = strings.ToLower(strings.TrimSpace(t))
-			if t != TransportUDP && t != TransportTCP && t != TransportTLS {
-				writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("unknown transport %q (udp, tcp, tls)", t))
-				return
-			}
-			want[t] = true
-		}
-		urls = slices.DeleteFunc(slices.Clone(urls), func(u URL) bool {
-			return u.Scheme != "stun" && !want[u.Transport]
-		})
-	}
-	_, turn := splitURLs(urls)
-	if len(turn) == 0 {
-		writeError(w, http.StatusBadRequest, "bad_request", "no running TURN listener matches the requested transports")
-		return
-	}
-	conf, cred, err := h.iceConfig(user, ttl, urls)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "cannot issue credentials")
-		return
-	}
-	w.Header().Set("Cache-Control", "no-store")
-	conf.ICETransportPolicy = policy
-	switch r.URL.Query().Get("format") {
-	case "", "rtcconfiguration":
-		writeJSON(w, http.StatusOK, conf)
-	case "array":
-		writeJSON(w, http.StatusOK, conf.ICEServers)
-	case "rest":
-		writeJSON(w, http.StatusOK, restResponse{Username: cred.Username, Password: cred.Password,
-			TTL: conf.TTL, URIs: urlStrings(turn)})
-	default:
-		writeError(w, http.StatusBadRequest, "bad_request", `format must be "rest" or "array" (or absent)`)
-	}
-}
-
 // parse reads the parameters from the query string and, for POST, a JSON body (which wins).
 func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (iceRequest, int, error) {
 	var req iceRequest
@@ -608,6 +519,9 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (iceRequest, int
 	}
 	if v, ok := q["iceTransportPolicy"]; ok {
 		req.ICETransportPolicy = &v[0]
+	}
+	if v, ok := q["region"]; ok {
+		req.Region = &v[0]
 	}
 	if r.Method != http.MethodPost {
 		return req, 0, nil
@@ -633,6 +547,9 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (iceRequest, int
 	}
 	if b.ICETransportPolicy != nil {
 		req.ICETransportPolicy = b.ICETransportPolicy
+	}
+	if b.Region != nil {
+		req.Region = b.Region
 	}
 	return req, 0, nil
 }

@@ -119,3 +119,38 @@ func splitURLs(urls []URL) (stun, turn []URL) {
 	}
 	return stun, turn
 }
+
+// RelayPicker chooses the relay whose ICE server URLs an answer hands out: a cluster's
+// registry of relays (package cluster).
+type RelayPicker interface {
+	// PickRelay returns the URLs of one healthy relay. region ("" for none) prefers the
+	// relays of that region; affinity ("" for none) gives every caller with the same value
+	// the same relay while it stays healthy (a room id: both participants on one relay). It
+	// must not block on the network. ok is false when it cannot pick (the registry cannot be
+	// read, or lists no healthy relay): the caller then hands out its configured URLs.
+	PickRelay(region, affinity string) (urls []URL, ok bool)
+}
+
+// relayURLs are the URLs an answer hands out: the picked relay's, else Config.URLs.
+func (h *Handler) relayURLs(region, affinity string) []URL {
+	if h.cfg.Relays != nil {
+		if urls, ok := h.cfg.Relays.PickRelay(region, affinity); ok {
+			return urls
+		}
+	}
+	return h.cfg.URLs
+}
+
+// validRegion reports whether s can be a region hint: 1-64 of A-Z a-z 0-9 . _ -.
+func validRegion(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !('a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '.' || b == '_' || b == '-') {
+			return false
+		}
+	}
+	return true
+}

@@ -44,6 +44,9 @@ const (
 
 	// typeRelayed marks an Event carrying an encoded relayed message.
 	typeRelayed = "relayed"
+	// EventRelayed is the Event.Type of a relayed message (Seq and Data, see RelayedEvent):
+	// Rooms implementations deliver it again as it was after a reconnect.
+	EventRelayed = typeRelayed
 )
 
 // relayed reports whether a client message type is relayed to another participant.
@@ -228,6 +231,7 @@ const (
 	ErrCodeNotAllowed    = "not_allowed"   // admit/deny/return/end need the host role
 	ErrCodeRoomFull      = "room_full"     // admit: no room for another participant
 	ErrCodeUndeliverable = "undeliverable" // the addressee is reconnecting and its buffer is full
+	ErrCodeUnavailable   = "unavailable"   // the rooms' shared store (a cluster's Redis) cannot be reached: try again
 	ErrCodeNotText       = "not_text"      // a binary message
 )
 
@@ -272,3 +276,13 @@ var closeLabels = []string{"shutdown", "bad_request", "token_invalid", "token_ex
 	"not_yet_valid", "denied", "idle_timeout", "replaced", "ended", "link_used", "room_full",
 	"rate_limited", "too_many_connections", "server_full", "too_slow", "client", "ping_timeout",
 	"message_too_big", "draining"}
+
+// RelayedEvent returns the Event that delivers m, from participant from, to its addressee as
+// the seq-th message relayed to it: for Rooms implementations outside this package.
+func RelayedEvent(from string, seq uint64, m Relayed) (Event, error) {
+	data, err := encodeRelayed(from, seq, m)
+	if err != nil {
+		return Event{}, err
+	}
+	return Event{Type: typeRelayed, Seq: seq, Data: data}, nil
+}

@@ -107,6 +107,9 @@ var (
 	ErrRoomFull      = errors.New("signaling: room full")
 	ErrUndeliverable = errors.New("signaling: addressee's buffer is full")
 	ErrStale         = errors.New("signaling: connection was taken over")
+	// ErrUnavailable: the change needs the rooms' shared store (a cluster's Redis), which
+	// cannot be reached now; nothing happened.
+	ErrUnavailable = errors.New("signaling: rooms store unavailable")
 )
 
 // errorCode maps a Session error to the code of an error message.
@@ -122,6 +125,8 @@ func errorCode(err error) string {
 		return ErrCodeRoomFull
 	case errors.Is(err, ErrUndeliverable):
 		return ErrCodeUndeliverable
+	case errors.Is(err, ErrUnavailable):
+		return ErrCodeUnavailable
 	}
 	return ErrCodeBadMessage
 }

@@ -59,6 +59,8 @@ type wsConn struct {
 	stopIdle  func() bool
 	stopFresh func() bool
 
+	room string // the ticket's room: its participants get the same relay (Config.Relays)
+
 	// Owned by the writer.
 	you      string
 	admitted bool
@@ -90,6 +92,7 @@ func (c *wsConn) push(it item) {
 
 // run joins the room and serves the connection until it ends.
 func (c *wsConn) run(t Ticket) {
+	c.room = t.Room
 	c.touch()
 	c.wg.Add(1)
 	go c.writeLoop()

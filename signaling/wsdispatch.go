@@ -13,6 +13,7 @@ var errorMessages = map[string]string{
 	ErrCodeNotAllowed:    "not allowed for your role",
 	ErrCodeRoomFull:      "the room is full",
 	ErrCodeUndeliverable: "the participant is reconnecting and cannot take more messages",
+	ErrCodeUnavailable:   "the server cannot do this now: try again in a moment",
 }
 
 // handle acts on one client message.
@@ -120,7 +121,7 @@ func (c *wsConn) welcome(j *Joined) ([]byte, error) {
 // issue mints fresh TURN credentials for this participant (user id: its room id) and
 // schedules the next ice-servers push.
 func (c *wsConn) issue() ([]ICEServer, string) {
-	conf, cred, err := c.h.iceConfig(c.you, c.cfg.CredentialTTL, c.h.cfg.URLs)
+	conf, cred, err := c.h.iceConfig(c.you, c.cfg.CredentialTTL, c.h.relayURLs("", c.room))
 	if err != nil {
 		c.cfg.Logger.Warn("no TURN credentials for a room participant", "err", err)
 		return []ICEServer{}, ""

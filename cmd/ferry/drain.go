@@ -93,6 +93,7 @@ func (s *server) startDrain(why string) *drain {
 	if s.api != nil {
 		s.api.SetDraining(true)
 	}
+	s.cluster.beat() // the registry learns at once: ICE endpoints stop handing this relay out
 	n := s.relay.AllocationCount()
 	if n == 0 || timeout <= 0 {
 		s.log.Info("stopping: nothing to drain", "by", why, "allocations", n)

@@ -11,7 +11,8 @@ import (
 const module = "github.com/ferryrelay/ferry/"
 
 // The house rules of DESIGN.md, checked over `go list`: config, auth and metrics import
-// nothing of ours; relay, signaling and alloclog import only auth and metrics of ours (plus
+// nothing of ours; cluster imports auth, metrics and signaling only; relay, signaling and
+// alloclog import only auth and metrics of ours (plus
 // their own rooms and leaf helpers under internal/) and never each other; inside relay, the
 // leaves (wire, policy, sockopt, bucket) import nothing of ours, the data path (alloc) does not know
 // the control plane, the control plane does not know the listeners; no relay package imports

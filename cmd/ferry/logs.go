@@ -21,7 +21,7 @@ import (
 func newLogsCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logs",
-		Short: "Query, export and erase the allocation log (also while ferry serve runs)",
+		Short: "Query, export and erase the allocation log (also while ferry serve runs; --cluster: on every node)",
 		Long: "The allocation log keeps who relayed what for alloclog.retention (48h): client and\n" +
 			"peer IP addresses, user ids, times, traffic, and signaling HTTP requests. These\n" +
 			"commands answer data-subject requests: access and export (query), erasure (erase).",
@@ -105,10 +105,16 @@ func (ff *filterFlags) filter(cmd *cobra.Command) (alloclog.Filter, error) {
 func newLogsQueryCmd() *cobra.Command {
 	var ff filterFlags
 	var format string
+	var all bool
 	cmd := &cobra.Command{
-		Use:   "query (--ip A | --user U | --since T [--until T]) [--format json|csv]",
-		Short: "Export the records about an IP address, a user or a time range (GDPR Art. 15/20)",
-		Args:  cobra.NoArgs,
+		Use:     "query (--ip A | --user U | --since T [--until T]) [--format json|csv] [--cluster]",
+		Aliases: []string{"export"},
+		Short:   "Export the records about an IP address, a user or a time range (GDPR Art. 15/20)",
+		Long: "Export the records about an IP address, a user or a time range (GDPR Art. 15/20).\n" +
+			"With --cluster, every node of the cluster (cluster.redis_url) is asked through its admin\n" +
+			"listener, and the answer is JSON with one section per node; a node that does not answer\n" +
+			"is listed as not done and the command fails.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := ff.filter(cmd)
 			if err != nil {
@@ -116,6 +122,12 @@ func newLogsQueryCmd() *cobra.Command {
 			}
 			if !f.IP.IsValid() && f.UserID == nil && f.Since.IsZero() && f.Until.IsZero() {
 				return errors.New("logs query: give --ip, --user or a time range")
+			}
+			if all {
+				if format != "json" {
+					return errors.New("logs query --cluster: the answer is JSON, one section per node (no --format csv)")
+				}
+				return runClusterExport(cmd, f)
 			}
 			if format != "json" && format != "csv" {
 				return fmt.Errorf("logs query: --format must be json or csv, not %q", format)
@@ -139,6 +151,7 @@ func newLogsQueryCmd() *cobra.Command {
 	}
 	ff.add(cmd, true)
 	cmd.Flags().StringVar(&format, "format", "json", "json or csv")
+	cmd.Flags().BoolVar(&all, "cluster", false, "ask every node of the cluster (cluster.redis_url), reporting per node")
 	return cmd
 }
 
@@ -172,10 +185,14 @@ func writeCSV(w io.Writer, recs alloclog.Records) error {
 
 func newLogsEraseCmd() *cobra.Command {
 	var ff filterFlags
+	var all bool
 	cmd := &cobra.Command{
-		Use:   "erase (--ip A | --user U)",
+		Use:   "erase (--ip A | --user U) [--cluster]",
 		Short: "Delete every record about an IP address or a user, down to the bytes on disk (GDPR Art. 17)",
-		Args:  cobra.NoArgs,
+		Long: "Delete every record about an IP address or a user, down to the bytes on disk (GDPR Art. 17).\n" +
+			"With --cluster, every node of the cluster (cluster.redis_url) erases through its admin\n" +
+			"listener, and each reports done or NOT DONE; the command fails while any node is not done.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := ff.filter(cmd)
 			if err != nil {
@@ -183,6 +200,9 @@ func newLogsEraseCmd() *cobra.Command {
 			}
 			if f.IP.IsValid() == (f.UserID != nil) {
 				return errors.New("logs erase: give exactly one of --ip or --user")
+			}
+			if all {
+				return runClusterErase(cmd, f)
 			}
 			s, _, err := openLogStore(cmd)
 			if err != nil {
@@ -199,6 +219,7 @@ func newLogsEraseCmd() *cobra.Command {
 		},
 	}
 	ff.add(cmd, false)
+	cmd.Flags().BoolVar(&all, "cluster", false, "erase on every node of the cluster (cluster.redis_url), reporting per node")
 	return cmd
 }
 

@@ -57,6 +57,7 @@ func (s *server) adminHandler(next http.Handler) http.Handler {
 		}
 		writeOps(w, http.StatusOK, st)
 	})
+	s.addLogsHandlers(mux) // data-subject requests from ferry logs --cluster (clusterlogs.go)
 	mux.Handle("/", next)
 	return mux
 }

@@ -43,6 +43,9 @@ func openSockets(ctx context.Context, f *config.File, tlsc tlsConfigs, warn func
 }
 
 func (s *sockets) openUDP(ctx context.Context, f *config.File, _ tlsConfigs) error {
+	if !f.RunsRelay() {
+		return nil
+	}
 	n := f.TURN.UDPSockets
 	if n == 0 {
 		n = runtime.GOMAXPROCS(0)
@@ -63,6 +66,9 @@ func (s *sockets) openUDP(ctx context.Context, f *config.File, _ tlsConfigs) err
 // turn:?transport=tcp and the HTTPS API on 443, told apart by their first bytes.
 func (s *sockets) openStreams(ctx context.Context, f *config.File, tlsc tlsConfigs) error {
 	var lc net.ListenConfig
+	if !f.RunsRelay() {
+		return nil
+	}
 	for _, a := range f.TURN.TCPListen {
 		if sharedWithTLS(f, a) {
 			continue // opened with its TLS address below
@@ -103,7 +109,7 @@ func (s *sockets) openStreams(ctx context.Context, f *config.File, tlsc tlsConfi
 
 func (s *sockets) openHTTP(ctx context.Context, f *config.File, _ tlsConfigs) error {
 	var lc net.ListenConfig
-	if a := f.HTTP.Listen; a != "" && s.http == nil {
+	if a := f.HTTP.Listen; a != "" && s.http == nil && f.RunsSignaling() {
 		ln, err := lc.Listen(ctx, listenNetwork("tcp", a), a)
 		if err != nil {
 			return fmt.Errorf("http: listen %s: %w", a, err)
@@ -181,7 +187,7 @@ func (s *sockets) addrs() (udp, tcp, tls []net.Addr) {
 // for turns: and the HTTPS API, told apart by ALPN. Port 0 means "any free port", so two
 // such entries are two listeners.
 func sharedWithHTTP(f *config.File, a string) bool {
-	return a == f.HTTP.Listen && !strings.HasSuffix(a, ":0")
+	return a == f.HTTP.Listen && !strings.HasSuffix(a, ":0") && f.RunsSignaling()
 }
 
 // sharedWithTLS reports whether the address a is in both turn.tcp_listen and

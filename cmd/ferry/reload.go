@@ -28,6 +28,7 @@ var reloadable = []string{
 	"relay.unauth_rate", "relay.unauth_burst",
 	"turn.tls_cert_file", "turn.tls_key_file", "http.tls_cert_file", "http.tls_key_file",
 	"server.drain_timeout", "server.readiness_max_usage",
+	"cluster.admin_token_file",
 }
 
 // listenerKeys are the listener addresses: the ports stay open across a reload.

@@ -126,7 +126,8 @@ func linkPolicy(f *config.File) signaling.LinkPolicy {
 }
 
 // roomsConfig maps the rooms section onto the signaling handler's; nil when rooms are off.
-func roomsConfig(f *config.File, reg prometheus.Registerer, log *slog.Logger) (*signaling.RoomsConfig, error) {
+// With a cluster, rooms live in Redis (cluster.Rooms), else in memory.
+func roomsConfig(f *config.File, reg prometheus.Registerer, log *slog.Logger, cn *clusterNode) (*signaling.RoomsConfig, error) {
 	r := f.Rooms
 	if !r.Enabled {
 		return nil, nil
@@ -148,9 +149,15 @@ func roomsConfig(f *config.File, reg prometheus.Registerer, log *slog.Logger) (*
 		return nil, err
 	}
 	l := r.Limits
-	rooms, err := signaling.NewMemoryRooms(signaling.MemoryRoomsConfig{NoWaitingRoom: !r.WaitingRoom,
+	rcfg := signaling.MemoryRoomsConfig{NoWaitingRoom: !r.WaitingRoom,
 		ReconnectGrace: r.ReconnectGrace, Participants: l.Participants, Waiting: l.Waiting,
-		MaxGuests: l.MaxGuests, MaxRooms: l.Rooms, Registerer: reg})
+		MaxGuests: l.MaxGuests, MaxRooms: l.Rooms, Registerer: reg}
+	var rooms signaling.Rooms
+	if cn != nil {
+		rooms, err = cn.newRooms(rcfg, log)
+	} else {
+		rooms, err = signaling.NewMemoryRooms(rcfg)
+	}
 	if err != nil {
 		return nil, err
 	}

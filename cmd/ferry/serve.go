@@ -59,7 +59,7 @@ func newServeCmd() *cobra.Command {
 
 // server is a running Ferry: what serve starts, reloads, drains and stops.
 type server struct {
-	relay     *relay.Server
+	relay     relayNode     // noRelay when server.role is signaling
 	alloclog  *alloclog.Log // nil when disabled
 	http      *http.Server
 	httpDone  chan error
@@ -84,6 +84,7 @@ type server struct {
 	drainReq    chan struct{} // an admin POST /-/drain
 	drainReport time.Duration // how often a drain logs what remains
 	pidFile     string        // removed at exit
+	cluster     *clusterNode  // nil without cluster.redis_url
 }
 
 // startup is the state start builds step by step; undo unwinds what is done when a later
@@ -98,8 +99,12 @@ type startup struct {
 	tls    tlsConfigs
 	events relay.EventSink
 	access signaling.AccessSink
-	undo   []func()
-	s      *server
+	// relaySrv is the relay (nil when server.role is signaling); urls the ICE server URLs of
+	// its listeners.
+	relaySrv *relay.Server
+	urls     []signaling.URL
+	undo     []func()
+	s        *server
 }
 
 // start opens the sockets and starts the relay, the HTTP API and the admin listener. It
@@ -111,7 +116,7 @@ func start(ctx context.Context, opts config.Options, f *config.File, logOut io.W
 	st.s.conf.Store(f)
 	setRuntime(f)
 	steps := []func(context.Context) error{st.secureFiles, st.setupAuth, st.setupRelayIPs, st.setupMetrics,
-		st.openAllocLog, st.openSockets, st.startRelay, st.startHTTP, st.startAdmin, st.writePIDFile}
+		st.openAllocLog, st.openSockets, st.startRelay, st.startCluster, st.startHTTP, st.startAdmin, st.writePIDFile}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			for i := len(st.undo) - 1; i >= 0; i-- {
@@ -235,6 +240,10 @@ func (st *startup) openSockets(ctx context.Context) error {
 
 func (st *startup) startRelay(context.Context) error {
 	f, socks := st.f, st.s.socks
+	if !f.RunsRelay() {
+		st.s.relay = noRelay{}
+		return nil
+	}
 	if len(socks.udp) > 0 {
 		setProcs(len(socks.udp[0])) // one event loop per socket of a UDP address's group
 	}
@@ -256,7 +265,7 @@ func (st *startup) startRelay(context.Context) error {
 	if err != nil {
 		return err
 	}
-	st.s.relay = srv
+	st.s.relay, st.relaySrv = srv, srv
 	st.undo = append(st.undo, func() { _ = srv.Close() })
 	return nil
 }
@@ -285,9 +294,7 @@ func (st *startup) startHTTP(context.Context) error {
 	if socks.http == nil {
 		return nil
 	}
-	udp, tcp, tls := socks.addrs()
-	urls := signaling.BuildURLs(publicHost(f, st.ips.bind4, st.ips.adv4), portsOf(udp), portsOf(tcp), portsOf(tls))
-	rooms, err := roomsConfig(f, st.reg, st.log)
+	rooms, err := roomsConfig(f, st.reg, st.log, st.s.cluster)
 	if err != nil {
 		return err
 	}
@@ -296,7 +303,7 @@ func (st *startup) startHTTP(context.Context) error {
 		return err
 	}
 	st.s.tokens = check.Tokens // the rooms' too: one set of signing keys, replaced on reload
-	h, err := newHTTPServer(f, st.auth, st.reg, urls, st.s.readiness, st.access, rooms, check, st.tls.http)
+	h, err := newHTTPServer(f, st.auth, st.reg, st.iceURLs(), st.s.cluster.picker(), st.s.readiness, st.access, rooms, check, st.tls.http)
 	if err != nil {
 		return err
 	}
@@ -366,9 +373,15 @@ func (s *server) stop() error {
 			errs = append(errs, err)
 		}
 	}
+	if s.cluster != nil { // first: ICE endpoints stop handing this relay out
+		errs = append(errs, s.cluster.closeHeartbeat())
+	}
 	shutdown(s.http, s.httpDone)
 	if s.api != nil { // room WebSockets are hijacked: Shutdown leaves them to the handler
 		errs = append(errs, s.api.Close())
+	}
+	if s.cluster != nil {
+		errs = append(errs, s.cluster.close())
 	}
 	errs = append(errs, s.relay.Close())
 	s.socks.closeTURN()

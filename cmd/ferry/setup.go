@@ -275,6 +275,9 @@ func publicHost(f *config.File, bind4, adv4 netip.Addr) string {
 // configuredURLs returns the ICE server URLs of the configured listeners, as /v1/ice-servers
 // lists those of the running ones.
 func configuredURLs(f *config.File) []signaling.URL {
+	if len(f.HTTP.ICEURLs) > 0 {
+		return iceURLsOf(f)
+	}
 	bind4, _, adv4, _ := relayIPs(f, func(string) {})
 	return signaling.BuildURLs(publicHost(f, bind4, adv4), configuredPorts(f.TURN.UDPListen),
 		configuredPorts(f.TURN.TCPListen), configuredPorts(f.TURN.TLSListen))
