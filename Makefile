@@ -9,11 +9,11 @@ FUZZTIME    ?= 15s
 BENCH_ARGS  ?=
 # Packages that must also build on macOS and Windows (make lint vets them for both);
 # bench/ and e2e/ stay Linux-only.
-PORTABLE    ?= ./cmd/... ./relay/... ./config/... ./auth/... ./signaling/... ./metrics/... ./alloclog/... ./cluster/... ./internal/...
+PORTABLE    ?= ./cmd/... ./relay/... ./config/... ./auth/... ./signaling/... ./metrics/... ./alloclog/... ./cluster/... ./internal/... ./check/...
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test test-deps test-short test-browser test-b08-quick screenshots fuzz lint bench clean
+.PHONY: help build run test test-deps test-short test-browser test-firewall test-b08-quick screenshots fuzz lint bench clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,6 +33,9 @@ test-deps: ## Install the real clients the tests drive (Debian packages), if mis
 
 test-browser: test-deps ## Run the consultation page's browser tests only (headless Chromium)
 	$(GO) test -race -count=1 -timeout 15m -run 'TestPage|TestB0[1-9]|TestB1[0-9]' -v ./e2e/
+
+test-firewall: test-deps ## Run the firewall test only (root: network namespaces, nftables, pion and Chromium calls)
+	$(GO) test -race -count=1 -timeout 10m -run 'TestFirewallOnly443' -v ./e2e/
 
 test-b08-quick: test-deps ## B08 with a 20 MB file instead of 500 MB (E2E_B08_BYTES)
 	E2E_B08_BYTES=20000000 $(GO) test -race -count=1 -timeout 15m -run 'TestB08' -v ./e2e/

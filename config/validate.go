@@ -131,9 +131,13 @@ func (f *File) validateTURN(p *problems) {
 	checkKeyPair(p, "turn", t.TLSCertFile, t.TLSKeyFile)
 }
 
-// validateListeners finds two listeners on one address, except HTTPS sharing a TURN TLS port.
+// validateListeners finds two listeners on one address. One TCP port (443) may carry
+// turn.tls_listen together with turn.tcp_listen, http.listen or both: Ferry tells the
+// connections apart by their first bytes (internal/portmux). HTTP shares a port only
+// through TLS, so http.listen may name a turn.tcp_listen address only when turn.tls_listen
+// names it too.
 func (f *File) validateListeners(p *problems) {
-	seen := map[string]string{}
+	seen := map[string][]string{} // "network address" -> the keys naming it, in order
 	for _, l := range []struct {
 		key, network string
 		list         []string
@@ -145,12 +149,31 @@ func (f *File) validateListeners(p *problems) {
 				continue
 			}
 			k := l.network + " " + a
-			if other, dup := seen[k]; dup && (l.key != "http.listen" || other != "turn.tls_listen") {
-				p.addFor(l.key, []string{other}, "%q is also in %s", a, other) // (HTTPS may share a TURN TLS port)
+			keys := seen[k]
+			if len(keys) > 0 && !mayShare(keys, l.key) {
+				hint := ""
+				if l.key == "http.listen" && slices.Equal(keys, []string{"turn.tcp_listen"}) {
+					hint = " (HTTP shares a port with TURN only through TLS: add the address to turn.tls_listen too)"
+				}
+				other := keys[len(keys)-1]
+				p.addFor(l.key, []string{other}, "%q is also in %s%s", a, other, hint)
 			}
-			seen[k] = l.key
+			seen[k] = append(keys, l.key)
 		}
 	}
+}
+
+// mayShare reports whether key may name an address that the settings in before already
+// name: TURN over TLS with TURN over TCP, and then HTTPS with either pair.
+func mayShare(before []string, key string) bool {
+	switch key {
+	case "turn.tls_listen":
+		return slices.Equal(before, []string{"turn.tcp_listen"})
+	case "http.listen":
+		return slices.Equal(before, []string{"turn.tls_listen"}) ||
+			slices.Equal(before, []string{"turn.tcp_listen", "turn.tls_listen"})
+	}
+	return false
 }
 
 // validateRelayAddresses checks the addresses relay sockets bind to and advertise.

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,6 +159,11 @@ type browserOpts struct {
 	spki           string // pin for the TURN test certificate
 	init           string // an extra init script before the wrapper (hooks)
 	permissions    bool   // capture permissions come from Browser.setPermission, not the fake UI
+	// wrap runs Chromium through a command prefix that execs it (`ip netns exec NAME`), and
+	// resolverExclude adds addresses to the resolver rule's EXCLUDEs (TURN over TCP and TLS
+	// need the TURN server's: shared/notes/chromium.md).
+	wrap            []string
+	resolverExclude []string
 }
 
 // tab is one participant's Chromium with the recorder, the WebSocket spy and the request log.
@@ -213,6 +219,17 @@ func openTab(t *testing.T, name string, o browserOpts) *tab {
 	}
 	if o.spki != "" {
 		opts = append(opts, chromedp.Flag("ignore-certificate-errors-spki-list", o.spki))
+	}
+	if len(o.resolverExclude) > 0 {
+		opts = append(opts, chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE "+strings.Join(o.resolverExclude, ", EXCLUDE ")))
+	}
+	if len(o.wrap) > 0 {
+		wrap := o.wrap
+		opts = append(opts, chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
+			cmd.Args = append(append(append([]string(nil), wrap...), cmd.Path), cmd.Args[1:]...)
+			cmd.Path = wrap[0]
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // as chromedp's own default
+		}))
 	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"debug/elf"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -285,7 +286,7 @@ func TestExampleConfigs(t *testing.T) {
 		y := exampleFiles(t, "clinic-nat.yaml")
 		validate(t, y)
 		shared := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
-		p := startFerry(t, y, append(loopback, "FERRY_TURN_UDP_LISTEN=127.0.0.1:0", "FERRY_TURN_TCP_LISTEN=127.0.0.1:0",
+		p := startFerry(t, y, append(loopback, "FERRY_TURN_UDP_LISTEN=127.0.0.1:0", "FERRY_TURN_TCP_LISTEN=127.0.0.1:0,"+shared,
 			"FERRY_TURN_TLS_LISTEN="+shared, "FERRY_HTTP_LISTEN="+shared)...)
 		user, pass := restCred(opsSecretOld, "alice")
 		rc, err := newTurnClientRealm(t, p, user, pass, "clinic.example").Allocate()
@@ -302,9 +303,9 @@ func TestExampleConfigs(t *testing.T) {
 		y := exampleFiles(t, "port-443.yaml")
 		validate(t, y)
 		shared := fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))
-		p := startFerry(t, y, append(loopback, "FERRY_TURN_UDP_LISTEN=127.0.0.1:0",
+		p := startFerry(t, y, append(loopback, "FERRY_TURN_UDP_LISTEN=127.0.0.1:0", "FERRY_TURN_TCP_LISTEN="+shared,
 			"FERRY_TURN_TLS_LISTEN="+shared, "FERRY_HTTP_LISTEN="+shared)...)
-		if p.tcpPort != 0 || p.tlsPort != p.httpPort {
+		if p.tcpPort != p.tlsPort || p.tlsPort != p.httpPort {
 			t.Fatalf("ports: tcp %d, tls %d, http %d", p.tcpPort, p.tlsPort, p.httpPort)
 		}
 		sharedPortServes(t, p)
@@ -355,6 +356,17 @@ func sharedPortServes(t *testing.T, p *ferryProc) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("HTTPS /healthz on the shared port: %d", resp.StatusCode)
+	}
+	if p.tcpPort != p.tlsPort {
+		return
+	}
+	plain, err := net.DialTimeout("tcp4", fmt.Sprintf("127.0.0.1:%d", p.tcpPort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if err := stunBinding(plain); err != nil {
+		t.Fatalf("plain TURN over TCP on the shared port: %v", err)
 	}
 }
 

@@ -80,7 +80,9 @@ type ferryProc struct {
 	stopOnce  sync.Once
 }
 
-var servingLine = regexp.MustCompile(`udp_ports="?(\d*)"? tcp_ports="?(\d*)"? tls_ports="?(\d*)"? http_port="?(\d*)"? admin_port="?(\d*)`)
+// servingLine finds the ports in the "ferry serving" line; a transport with several ports
+// lists them with commas (its first is taken).
+var servingLine = regexp.MustCompile(`udp_ports="?([\d,]*)"? tcp_ports="?([\d,]*)"? tls_ports="?([\d,]*)"? http_port="?(\d*)"? admin_port="?(\d*)`)
 
 // startFerry runs `ferry serve --config <yaml>` with a fresh data directory and waits for it
 // to serve. Listen addresses in yaml use port 0; the chosen ports come from the log line.
@@ -102,6 +104,13 @@ func startFerryIn(t *testing.T, dir, yaml string, env ...string) *ferryProc {
 // that rewrite the file for a reload, or prepare the directory.
 func startFerryAt(t *testing.T, cfg, dataDir, yaml string, env ...string) *ferryProc {
 	t.Helper()
+	return startFerryWrapped(t, nil, cfg, dataDir, yaml, env...)
+}
+
+// startFerryWrapped is startFerryAt with ferry run through wrap, a command prefix that execs
+// it (such as `ip netns exec NAME`: the process is still ferry's, for signals).
+func startFerryWrapped(t *testing.T, wrap []string, cfg, dataDir, yaml string, env ...string) *ferryProc {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test (-short)")
 	}
@@ -109,7 +118,8 @@ func startFerryAt(t *testing.T, cfg, dataDir, yaml string, env ...string) *ferry
 		t.Fatal(err)
 	}
 	p := &ferryProc{log: &syncBuffer{}, dataDir: dataDir, exited: make(chan struct{})}
-	p.cmd = exec.Command(ferryBinary(t), "serve", "--config", cfg, "--data-dir", p.dataDir)
+	args := append(append([]string(nil), wrap...), ferryBinary(t), "serve", "--config", cfg, "--data-dir", p.dataDir)
+	p.cmd = exec.Command(args[0], args[1:]...)
 	p.cmd.Env = os.Environ()
 	// No fixed ports in tests: the HTTP and admin listeners are off unless yaml sets them.
 	if !strings.Contains(yaml, "http:") {
@@ -147,9 +157,9 @@ func startFerryAt(t *testing.T, cfg, dataDir, yaml string, env ...string) *ferry
 	}()
 	select {
 	case m := <-ready:
-		p.udpPort, _ = strconv.Atoi(m[1])
-		p.tcpPort, _ = strconv.Atoi(m[2])
-		p.tlsPort, _ = strconv.Atoi(m[3])
+		p.udpPort = firstPort(m[1])
+		p.tcpPort = firstPort(m[2])
+		p.tlsPort = firstPort(m[3])
 		p.httpPort, _ = strconv.Atoi(m[4])
 		p.adminPort, _ = strconv.Atoi(m[5])
 	case <-p.exited:
@@ -158,6 +168,13 @@ func startFerryAt(t *testing.T, cfg, dataDir, yaml string, env ...string) *ferry
 		t.Fatalf("ferry did not start\n%s", p.log.String())
 	}
 	return p
+}
+
+// firstPort returns the first of a comma-separated list of ports, or 0.
+func firstPort(list string) int {
+	first, _, _ := strings.Cut(list, ",")
+	n, _ := strconv.Atoi(first)
+	return n
 }
 
 // stop sends SIGINT (stop now: no drain) and waits; ferry must exit 0.

@@ -330,6 +330,7 @@ func TestReloadedCertificateReachesNewConnections(t *testing.T) {
 	yamlFor := func(cert, key string) string {
 		return fmt.Sprintf(`turn:
   udp_listen: ["127.0.0.1:0"]
+  tcp_listen: []
   tls_listen: ["127.0.0.1:0"]
   tls_cert_file: %s
   tls_key_file: %s
@@ -594,6 +595,7 @@ func TestDataDirectoryPrivateWhileRunning(t *testing.T) {
 	old := syscall.Umask(0o022) // the child inherits it
 	p := startFerryAt(t, filepath.Join(dir, "ferry.yaml"), data, `turn:
   udp_listen: ["127.0.0.1:0"]
+  tcp_listen: []
 relay:
   bind_ip: 127.0.0.1
   allowed_peers: [127.0.0.2/32]

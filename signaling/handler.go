@@ -26,6 +26,7 @@ import (
 
 	"github.com/ferryrelay/ferry/auth"
 	"github.com/ferryrelay/ferry/metrics"
+	"github.com/ferryrelay/ferry/signaling/web"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
@@ -185,6 +186,9 @@ type Config struct {
 	// GET /v1/rooms/{room}/ws, GET /v1/rooms/{room}/ice-servers and (with Rooms.Page) the
 	// consultation page at /r/{room}.
 	Rooms *RoomsConfig
+	// Check, if not nil, turns on the connection check page: GET /check,
+	// GET /v1/check/ice-servers and POST /v1/check-links.
+	Check *CheckConfig
 }
 
 // Handler is the signaling HTTP handler. Close it to end the room connections.
@@ -234,6 +238,12 @@ func NewHandler(cfg Config) *Handler {
 		h.mux.HandleFunc("GET /v1/rooms/{room}/ws", h.serveRoomWS)
 		h.pageRoutes(h.cfg.Rooms.Page)
 	}
+	if h.cfg.Check != nil {
+		h.checkRoutes(h.cfg.Check)
+	}
+	if p := h.page(); p != nil {
+		h.mux.HandleFunc("GET "+web.AssetPrefix, p.ServeAsset)
+	}
 	h.mux.Handle("/healthz", metrics.HealthHandler())
 	h.mux.Handle("/readyz", metrics.ReadyHandler(cfg.Ready))
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
@@ -271,7 +281,7 @@ func (h *Handler) Close() error {
 // routeLabel bounds the route label of metrics and access records: never a room id.
 func routeLabel(path string) string {
 	switch path {
-	case "/v1/ice-servers", "/healthz", "/readyz", "/v1/rooms":
+	case "/v1/ice-servers", "/healthz", "/readyz", "/v1/rooms", "/check", "/v1/check/ice-servers", "/v1/check-links":
 		return path
 	}
 	if strings.HasPrefix(path, "/v1/rooms/") && strings.HasSuffix(path, "/ws") {

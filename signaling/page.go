@@ -19,8 +19,8 @@ import (
 // GET /v1/rooms/{room}/ice-servers hands a page for its connection test.
 const CheckCredentialTTL = 10 * time.Minute
 
-// pageRoutes mounts the consultation page (GET /r/{room}, GET /assets/...) and the
-// connection test's ICE servers (GET /v1/rooms/{room}/ice-servers).
+// pageRoutes mounts the consultation page (GET /r/{room}; NewHandler mounts its assets) and
+// the connection test's ICE servers (GET /v1/rooms/{room}/ice-servers).
 func (h *Handler) pageRoutes(p *web.Page) {
 	h.mux.HandleFunc("GET /v1/rooms/{room}/ice-servers", h.roomICEServers)
 	if p == nil {
@@ -33,7 +33,18 @@ func (h *Handler) pageRoutes(p *web.Page) {
 		}
 		p.ServeRoom(w, r)
 	})
-	h.mux.HandleFunc("GET "+web.AssetPrefix, p.ServeAsset)
+}
+
+// page returns the page whose assets are served: the consultation page's, or the check
+// page's; nil when neither is on.
+func (h *Handler) page() *web.Page {
+	if h.cfg.Rooms != nil && h.cfg.Rooms.Page != nil {
+		return h.cfg.Rooms.Page
+	}
+	if h.cfg.Check != nil {
+		return h.cfg.Check.Page
+	}
+	return nil
 }
 
 // roomICEServers is GET /v1/rooms/{room}/ice-servers with "Authorization: Bearer <room

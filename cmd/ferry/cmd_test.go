@@ -113,7 +113,7 @@ api: {keys: [{name: app, sha256: %x}]}
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := newHTTPServer(f, a, prometheus.NewRegistry(), configuredURLs(f), nil, nil, nil, nil, nil)
+	h, err := newHTTPServer(f, a, prometheus.NewRegistry(), configuredURLs(f), nil, nil, nil, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,8 @@ import (
 // Its error log is discarded: net/http would log client addresses there.
 // Its Handler is a *signaling.Handler: close it after Shutdown to end room connections.
 func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registerer, urls []signaling.URL,
-	relays signaling.RelayPicker, ready metrics.Readiness, access signaling.AccessSink, rooms *signaling.RoomsConfig, tlsConf *tls.Config) (*http.Server, error) {
+	relays signaling.RelayPicker, ready metrics.Readiness, access signaling.AccessSink, rooms *signaling.RoomsConfig,
+	check *signaling.CheckConfig, tlsConf *tls.Config) (*http.Server, error) {
 	keys, err := apiKeys(f)
 	if err != nil {
 		return nil, err
@@ -43,6 +44,7 @@ func newHTTPServer(f *config.File, a *auth.Authenticator, reg prometheus.Registe
 		Metrics:        m,
 		Access:         access,
 		Rooms:          rooms,
+		Check:          check,
 	})
 	return &http.Server{
 		Handler:           h,

@@ -41,6 +41,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.PersistentFlags().StringP("config", "c", "", "YAML configuration file (default: the embedded defaults)")
 	root.AddCommand(newServeCmd(), newCredentialsCmd(), newRoomCmd(), newAPIKeyCmd(), newLogsCmd(), newConfigCmd(),
-		newReloadCmd(), newDrainCmd(), newSecretCmd(), newVersionCmd())
+		newReloadCmd(), newDrainCmd(), newSecretCmd(), newVersionCmd(), newCheckCmd(), newCheckLinkCmd(), newFirewallCmd())
 	return root
 }

@@ -19,10 +19,10 @@ import (
 // sockets are the ports serve opened: main owns ports and TLS, components get sockets.
 type sockets struct {
 	udp   [][]*net.UDPConn
-	tcp   []net.Listener // TURN over TCP
+	tcp   []net.Listener // TURN over TCP: net.Listen, or a shared port's plain TURN side
 	tls   []net.Listener // TURN over TLS: tls.NewListener, or a shared port's TURN side
 	raw   []net.Listener // the TCP sockets under tls
-	muxes []*portmux.Mux // ports shared by TURN over TLS and HTTPS
+	muxes []*portmux.Mux // ports shared by TURN over TLS with TURN over TCP, HTTPS or both
 	http  net.Listener   // nil when http.listen is ""
 	// httpShared: http is a shared port's HTTPS side, whose TLS handshake the mux did.
 	httpShared bool
@@ -61,14 +61,18 @@ func (s *sockets) openUDP(ctx context.Context, f *config.File, _ tlsConfigs) err
 	return nil
 }
 
-// openStreams opens TURN's TCP and TLS ports. A turn.tls_listen address that http.listen
-// names too becomes one port for both (portmux): turns: and the HTTPS API on 443.
+// openStreams opens TURN's TCP and TLS ports. A turn.tls_listen address that
+// turn.tcp_listen or http.listen names too becomes one port for them (portmux): turns:,
+// turn:?transport=tcp and the HTTPS API on 443, told apart by their first bytes.
 func (s *sockets) openStreams(ctx context.Context, f *config.File, tlsc tlsConfigs) error {
 	var lc net.ListenConfig
 	if !f.RunsRelay() {
 		return nil
 	}
 	for _, a := range f.TURN.TCPListen {
+		if sharedWithTLS(f, a) {
+			continue // opened with its TLS address below
+		}
 		ln, err := lc.Listen(ctx, listenNetwork("tcp", a), a)
 		if err != nil {
 			return fmt.Errorf("turn: listen tcp %s: %w", a, err)
@@ -80,15 +84,25 @@ func (s *sockets) openStreams(ctx context.Context, f *config.File, tlsc tlsConfi
 		if err != nil {
 			return fmt.Errorf("turn: listen tls %s: %w", a, err)
 		}
-		if sharedWithHTTP(f, a) && s.http == nil {
-			m := portmux.New(ln, portmux.Config{TLS: portmux.TLSConfig(tlsc.shared, true), HTTPS: true})
-			s.muxes = append(s.muxes, m)
-			s.tls = append(s.tls, m.TURNTLS())
-			s.http, s.httpShared = m.HTTPS(), true
+		withTCP, withHTTP := sharedWithTLS(f, a), sharedWithHTTP(f, a) && s.http == nil
+		if !withTCP && !withHTTP {
+			s.raw = append(s.raw, ln)
+			s.tls = append(s.tls, tls.NewListener(ln, portmux.TLSConfig(tlsc.turn, false)))
 			continue
 		}
-		s.raw = append(s.raw, ln)
-		s.tls = append(s.tls, tls.NewListener(ln, portmux.TLSConfig(tlsc.turn, false)))
+		base := tlsc.turn
+		if withHTTP {
+			base = tlsc.shared
+		}
+		m := portmux.New(ln, portmux.Config{TLS: portmux.TLSConfig(base, withHTTP), TURNTCP: withTCP, HTTPS: withHTTP})
+		s.muxes = append(s.muxes, m)
+		s.tls = append(s.tls, m.TURNTLS())
+		if withTCP {
+			s.tcp = append(s.tcp, m.TURNTCP())
+		}
+		if withHTTP {
+			s.http, s.httpShared = m.HTTPS(), true
+		}
 	}
 	return nil
 }
@@ -174,6 +188,12 @@ func (s *sockets) addrs() (udp, tcp, tls []net.Addr) {
 // such entries are two listeners.
 func sharedWithHTTP(f *config.File, a string) bool {
 	return a == f.HTTP.Listen && !strings.HasSuffix(a, ":0") && f.RunsSignaling()
+}
+
+// sharedWithTLS reports whether the address a is in both turn.tcp_listen and
+// turn.tls_listen: one port for TURN over TCP and over TLS, told apart by the first byte.
+func sharedWithTLS(f *config.File, a string) bool {
+	return !strings.HasSuffix(a, ":0") && slices.Contains(f.TURN.TCPListen, a) && slices.Contains(f.TURN.TLSListen, a)
 }
 
 func portsOf(addrs []net.Addr) []int {

@@ -115,7 +115,7 @@ func (s *server) prepareReload(f *config.File) (*reloadPlan, error) {
 	if _, err := auth.New(p.auth); err != nil {
 		return nil, err
 	}
-	if s.tokens != nil && f.Rooms.Enabled {
+	if s.tokens != nil { // room and check links, whether rooms are on or not
 		keys, _, _, err := ensureRoomKeys(f)
 		if err != nil {
 			return nil, err

@@ -75,7 +75,7 @@ type server struct {
 	conf     atomic.Pointer[config.File] // the configuration in force
 	level    *slog.LevelVar
 	auth     *auth.Authenticator
-	tokens   *auth.RoomTokens // nil without rooms
+	tokens   *auth.RoomTokens // room and check-link tokens; nil without http.listen
 	tls      tlsConfigs
 	ops      *metrics.Operations
 	reloadMu sync.Mutex
@@ -298,10 +298,12 @@ func (st *startup) startHTTP(context.Context) error {
 	if err != nil {
 		return err
 	}
-	if rooms != nil {
-		st.s.tokens = rooms.Tokens
+	check, err := checkConfig(f, rooms, st.log)
+	if err != nil {
+		return err
 	}
-	h, err := newHTTPServer(f, st.auth, st.reg, st.iceURLs(), st.s.cluster.picker(), st.s.readiness, st.access, rooms, st.tls.http)
+	st.s.tokens = check.Tokens // the rooms' too: one set of signing keys, replaced on reload
+	h, err := newHTTPServer(f, st.auth, st.reg, st.iceURLs(), st.s.cluster.picker(), st.s.readiness, st.access, rooms, check, st.tls.http)
 	if err != nil {
 		return err
 	}

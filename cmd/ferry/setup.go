@@ -57,6 +57,18 @@ func setLevel(v *slog.LevelVar, f *config.File) {
 // dataDir returns the configured state directory or the user's state directory, created
 // with mode 0700.
 func dataDir(f *config.File) (string, error) {
+	dir, err := dataDirPath(f)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("data dir: %w", err)
+	}
+	return dir, nil
+}
+
+// dataDirPath returns the state directory dataDir would use, without creating it.
+func dataDirPath(f *config.File) (string, error) {
 	dir := f.Server.DataDir
 	if dir == "" {
 		if x := os.Getenv("XDG_STATE_HOME"); x != "" {
@@ -68,9 +80,6 @@ func dataDir(f *config.File) (string, error) {
 			}
 			dir = filepath.Join(home, ".local", "state", "ferry")
 		}
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("data dir: %w", err)
 	}
 	return dir, nil
 }

@@ -1,5 +1,6 @@
-// Package web is Ferry's consultation page: plain HTML, CSS and JavaScript embedded in the
-// binary, served at /r/{room} with headers that keep it on its own origin.
+// Package web is Ferry's consultation page and connection check page: plain HTML, CSS and
+// JavaScript embedded in the binary, served at /r/{room} and /check with headers that keep
+// them on their own origin.
 package web
 
 import (
@@ -31,6 +32,7 @@ type Config struct {
 // Page serves the consultation page and its assets. Create it with New.
 type Page struct {
 	index  []byte            // rendered once: the page is the same for every room
+	check  []byte            // the check page (check.html)
 	assets map[string][]byte // file name -> content
 }
 
@@ -65,13 +67,17 @@ func New(cfg Config) (*Page, error) {
 	if err := tmpl.Execute(&b, map[string]string{"MaxFileBytes": strconv.FormatInt(cfg.MaxFileBytes, 10)}); err != nil {
 		return nil, fmt.Errorf("web: render: %w", err)
 	}
-	p := &Page{index: b.Bytes(), assets: map[string][]byte{}}
+	check, err := fs.ReadFile(static, "static/check.html")
+	if err != nil {
+		return nil, fmt.Errorf("web: %w", err)
+	}
+	p := &Page{index: b.Bytes(), check: check, assets: map[string][]byte{}}
 	entries, err := fs.ReadDir(static, "static")
 	if err != nil {
 		return nil, fmt.Errorf("web: %w", err)
 	}
 	for _, e := range entries {
-		if e.IsDir() || e.Name() == "index.html" {
+		if e.IsDir() || e.Name() == "index.html" || e.Name() == "check.html" {
 			continue
 		}
 		data, err := fs.ReadFile(static, "static/"+e.Name())
@@ -98,6 +104,16 @@ func (p *Page) ServeRoom(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write(p.index)
+}
+
+// ServeCheck answers GET /check with the connection check page. Its token stays in the URL
+// fragment, which the browser never sends.
+func (p *Page) ServeCheck(w http.ResponseWriter, r *http.Request) {
+	setHeaders(w, "text/html; charset=utf-8")
+	if r.Method == http.MethodHead {
+		return
+	}
+	_, _ = w.Write(p.check)
 }
 
 // ServeAsset answers GET /assets/{name} with an embedded file, or 404.

@@ -99,3 +99,35 @@ func TestPageIsSelfContained(t *testing.T) {
 		t.Error("admit/deny/return buttons have no data-testid")
 	}
 }
+
+// The check page is as self-contained as the consultation page, under the same headers, and
+// its scripts and styles exist.
+func TestCheckPage(t *testing.T) {
+	p, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := httptest.NewRecorder()
+	p.ServeCheck(w, httptest.NewRequest(http.MethodGet, "/check", nil))
+	html := w.Body.String()
+	if w.Code != http.StatusOK || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") ||
+		!strings.Contains(w.Header().Get("Content-Security-Policy"), "script-src 'self'") || w.Header().Get("Referrer-Policy") != "no-referrer" {
+		t.Fatalf("%d %v", w.Code, w.Header())
+	}
+	for _, m := range regexp.MustCompile(`(?i)(?:src|href)="([^"]*)"`).FindAllStringSubmatch(html, -1) {
+		if name, ok := strings.CutPrefix(m[1], "/assets/"); (!ok || p.assets[name] == nil) && !strings.HasPrefix(m[1], "#") {
+			t.Errorf("the check page refers to %q", m[1])
+		}
+	}
+	if regexp.MustCompile(`(?i)\son[a-z]+=|\sstyle=|<script>|<style`).MatchString(html) {
+		t.Error("the check page has inline script, handlers or styles, which the CSP blocks")
+	}
+	for _, id := range []string{"results", "verdict", "again", "report", "candidates", "errors", "lang"} {
+		if !strings.Contains(html, `data-testid="`+id+`"`) {
+			t.Errorf("no data-testid %q", id)
+		}
+	}
+	if p.assets["check.html"] != nil || p.assets["check.js"] == nil {
+		t.Error("check.html is served as an asset, or check.js is not")
+	}
+}

@@ -1,6 +1,7 @@
-// The connection test before joining: for each way of reaching the relay (UDP, TCP, TLS),
-// gather candidates with only that TURN URL and relay-only policy; a relay candidate means
-// the relay answered and allocated, so a relayed call will work over that transport.
+// The connection test: for each way of reaching the relay (UDP, TCP, TLS), gather candidates
+// with only that TURN URL and relay-only policy; a relay candidate means the relay answered
+// and allocated, so a relayed call will work over that transport. The consultation page runs
+// it before joining (run); the check page (check.js) runs probe for every URL on its own.
 
 const WAIT_MS = 6000;
 
@@ -11,19 +12,34 @@ export function transportOf(url) {
   return /transport=tcp/i.test(url) ? 'tcp' : 'udp';
 }
 
-async function probe(server, urls) {
+// probe gathers candidates with server's credential for urls only, relay only. It resolves
+// {ok, ms, candidate, errors}: ok when a relay candidate came back, ms after gathering began;
+// not ok when gathering ended or waitMs passed without one. onCandidate(candidate, ms) and
+// onError({ms, url, code, text}) see every candidate and icecandidateerror as they come.
+export async function probe(server, urls, { waitMs = WAIT_MS, onCandidate, onError } = {}) {
   const pc = new RTCPeerConnection({ iceServers: [{ ...server, urls }], iceTransportPolicy: 'relay' });
+  const errors = [];
+  let start = 0;
+  const since = () => Math.round(performance.now() - start);
   try {
     pc.createDataChannel('probe');
     const found = new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), WAIT_MS);
+      const timer = setTimeout(() => resolve(null), waitMs);
+      pc.onicecandidateerror = (ev) => {
+        const e = { ms: since(), url: ev.url || '', code: ev.errorCode, text: ev.errorText || '' };
+        errors.push(e);
+        if (onError) onError(e);
+      };
       pc.onicecandidate = (ev) => {
-        if (ev.candidate && ev.candidate.type === 'relay') { clearTimeout(timer); resolve(true); }
-        if (!ev.candidate) { clearTimeout(timer); resolve(false); }
+        if (ev.candidate && onCandidate) onCandidate(ev.candidate, since());
+        if (ev.candidate && ev.candidate.type === 'relay') { clearTimeout(timer); resolve({ candidate: ev.candidate, ms: since() }); }
+        if (!ev.candidate) { clearTimeout(timer); resolve(null); }
       };
     });
+    start = performance.now();
     await pc.setLocalDescription();
-    return await found;
+    const got = await found;
+    return { ok: !!got, ms: got ? got.ms : null, candidate: got ? got.candidate : null, errors };
   } finally {
     pc.close();
   }
@@ -41,7 +57,7 @@ export async function run(iceServers) {
   }
   const out = { udp: null, tcp: null, tls: null };
   await Promise.all(Object.keys(by).map(async (tr) => {
-    if (by[tr].length > 0 && server) out[tr] = await probe(server, by[tr]);
+    if (by[tr].length > 0 && server) out[tr] = (await probe(server, by[tr])).ok;
   }));
   return out;
 }

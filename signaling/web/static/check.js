@@ -1,0 +1,169 @@
+// The check page (/check#t=<token>): like the WebRTC "trickle ICE" sample, it gathers relay
+// candidates against this Ferry's ICE servers, one TURN URL at a time, and shows for each
+// (UDP, TCP, TLS on 443) whether a relay candidate came back and how long it took, the
+// candidates and errors as they trickle in, and a plain-text report for IT departments.
+// It keeps nothing: no cookies, no storage; the token stays in the fragment.
+import { t, apply, setLang, currentLang } from './i18n.js';
+import { probe, transportOf } from './conntest.js';
+
+const $ = (id) => document.getElementById(id);
+const token = new URLSearchParams(location.hash.slice(1)).get('t') || '';
+
+// parse splits a turn:/turns: URL into transport, host and port (RFC 7065 defaults).
+function parse(url) {
+  const tr = transportOf(url);
+  const m = /^turns?:(\[[^\]]+\]|[^:?]+)(?::(\d+))?/i.exec(url);
+  if (!tr || !m) return null;
+  return { url, transport: tr, host: m[1], port: m[2] ? Number(m[2]) : (tr === 'tls' ? 5349 : 3478) };
+}
+
+function cell(text) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  return td;
+}
+
+function label(p) { return `${p.transport.toUpperCase()} ${p.port}`; }
+
+let running = false;
+let last = null; // {when, rows: [{p, res}], error}
+
+async function servers() {
+  const res = await fetch('/v1/check/ice-servers', {
+    headers: { Authorization: 'Bearer ' + token }, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer',
+  });
+  let body = {};
+  try { body = await res.json(); } catch { /* not JSON */ }
+  if (!res.ok) throw new Error(body.error ? body.error.message : res.statusText);
+  return body.iceServers || [];
+}
+
+function addCandidate(p, c, ms) {
+  const tr = document.createElement('tr');
+  tr.dataset.type = c.type || '';
+  // Chromium leaves relayProtocol empty for UDP relays; each probe has one URL, so it is the URL's.
+  const proto = c.type === 'relay' ? (c.relayProtocol || p.transport) : '';
+  tr.append(cell(`${ms} ms`), cell(p.url), cell(c.type || ''), cell(proto),
+    cell(c.address ? `${c.address}:${c.port}` : c.candidate));
+  $('cands').append(tr);
+}
+
+function addError(p, e) {
+  const li = document.createElement('li');
+  li.textContent = `${e.ms} ms ${p.url}: ${e.code} ${e.text}`;
+  $('errors').append(li);
+}
+
+function showRow(row, p, res) {
+  const result = row.querySelector('.result');
+  row.dataset.ok = res ? String(res.ok) : '';
+  result.dataset.ok = row.dataset.ok;
+  if (!res) { result.textContent = t('check.running'); row.querySelector('.ms').textContent = ''; return; }
+  if (res.ok) {
+    row.dataset.ms = String(res.ms);
+    result.textContent = t('check.ok', { addr: res.candidate.address ? `${res.candidate.address}:${res.candidate.port}` : '' });
+    row.querySelector('.ms').textContent = `${res.ms} ms`;
+  } else {
+    result.textContent = t('check.fail', { s: 6 });
+    row.querySelector('.ms').textContent = '—';
+  }
+}
+
+function verdict(rows) {
+  const ok = rows.filter((r) => r.res.ok).map((r) => label(r.p));
+  const v = $('verdict');
+  if (ok.length === 0) {
+    v.dataset.result = 'bad';
+    v.textContent = t('check.bad');
+  } else {
+    const udp = rows.some((r) => r.res.ok && r.p.transport === 'udp');
+    v.dataset.result = udp ? 'good' : 'streamonly';
+    v.textContent = t(udp ? 'check.good' : 'check.streamonly', { list: ok.join(', ') });
+  }
+  document.body.dataset.state = 'done';
+}
+
+function report() {
+  const lines = [t('check.report.head', { when: last.when.toISOString() }), location.origin];
+  if (last.error) lines.push(t('check.error', { msg: last.error }));
+  for (const { p, res } of last.rows) {
+    const what = res.ok ? t('check.report.ok', { ms: res.ms }) : t('check.report.fail');
+    lines.push(`${label(p).padEnd(9)} ${p.url}  ${what}`);
+    for (const e of res.errors) lines.push(`          ${t('check.report.err')} ${e.code} ${e.text}`);
+  }
+  if (last.rows.length > 0) lines.push($('verdict').textContent);
+  $('report').textContent = lines.join('\n');
+}
+
+async function runAll() {
+  if (running) return;
+  running = true;
+  $('again').disabled = true;
+  document.body.dataset.state = 'running';
+  for (const id of ['rows', 'cands', 'errors']) $(id).replaceChildren();
+  const v = $('verdict');
+  v.textContent = '';
+  delete v.dataset.result;
+  last = { when: new Date(), rows: [], error: '' };
+  try {
+    if (!token) throw new Error(t('check.notoken'));
+    const list = [];
+    for (const s of await servers()) {
+      for (const u of [].concat(s.urls)) {
+        const p = parse(u);
+        if (p) list.push({ s, p });
+      }
+    }
+    if (list.length === 0) throw new Error(t('check.nourls'));
+    const rows = list.map(({ p }) => {
+      const tr = document.createElement('tr');
+      tr.dataset.testid = `row-${p.transport}-${p.port}`;
+      tr.dataset.transport = p.transport;
+      tr.dataset.port = String(p.port);
+      const res = cell('');
+      res.className = 'result';
+      const ms = cell('');
+      ms.className = 'ms';
+      tr.append(cell(label(p)), cell(p.url), res, ms);
+      $('rows').append(tr);
+      showRow(tr, p, null);
+      return tr;
+    });
+    last.rows = await Promise.all(list.map(async ({ s, p }, i) => {
+      const res = await probe(s, [p.url], { onCandidate: (c, ms) => addCandidate(p, c, ms), onError: (e) => addError(p, e) });
+      showRow(rows[i], p, res);
+      return { p, res };
+    }));
+    verdict(last.rows);
+  } catch (err) {
+    last.error = err.message;
+    v.dataset.result = 'error';
+    v.textContent = t('check.error', { msg: err.message });
+    document.body.dataset.state = 'error';
+  } finally {
+    report();
+    running = false;
+    $('again').disabled = false;
+  }
+}
+
+function switchLang() {
+  setLang(currentLang() === 'de' ? 'en' : 'de');
+  applyTexts();
+  if (last && !running) {
+    last.rows.forEach(({ p, res }) => showRow(document.querySelector(`[data-testid="row-${p.transport}-${p.port}"]`), p, res));
+    if (last.rows.length > 0) verdict(last.rows);
+    report();
+  }
+}
+
+function applyTexts() {
+  apply();
+  $('lang').textContent = t('lang.other');
+  $('lang').setAttribute('lang', currentLang() === 'de' ? 'en' : 'de');
+}
+
+applyTexts();
+$('lang').addEventListener('click', switchLang);
+$('again').addEventListener('click', runAll);
+runAll();
