@@ -182,7 +182,19 @@ func TestFloodsDoNotDisturbACall(t *testing.T) {
 	}
 	floods.Wait()
 	callDone.Wait()
-	time.Sleep(time.Second) // the last answers and echoes
+	// The last answers and echoes: wait until no more arrive (on a busy machine the relay can
+	// still be working through the floods' queue when they stop sending).
+	for total, deadline := int64(-1), time.Now().Add(10*time.Second); time.Now().Before(deadline); {
+		time.Sleep(500 * time.Millisecond)
+		n := call.received.Load()
+		for _, s := range sources {
+			n += s.answers.Load()
+		}
+		if n == total {
+			break
+		}
+		total = n
+	}
 	for _, s := range sources {
 		for _, conn := range s.conns {
 			_ = conn.Close()
