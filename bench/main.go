@@ -29,9 +29,11 @@ func main() {
 	quick := flag.Bool("quick", false, "a fast smoke run: short, one repeat, fewer allocations")
 	only := flag.String("servers", "raw,raw-gso,ferry,ferry-nomon,coturn", "servers to measure")
 	phases := flag.String("phases", "capacity,open-loop,memory", "what to measure")
+	setsid := flag.Bool("setsid", true, "start every server in a session of its own (false: all in the benchmark's session)")
 	onlyT := flag.String("transports", strings.Join(transports, ","), "client transports to measure")
 	flag.Parse()
 	transports = strings.Split(*onlyT, ",")
+	ownSession = *setsid
 	if *raw {
 		if err := runRawForwarder(*peer, *rawGSO); err != nil {
 			fmt.Fprintln(os.Stderr, "raw forwarder:", err)

@@ -51,15 +51,32 @@ func rssKiB(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmRSS for %d", pid)
 }
 
-// proc is a server process the benchmark started (and only ever stops by its PID).
+// proc is a process the benchmark started (a server, or coturn's uclient), stopped only by
+// its PID.
 type proc struct {
 	name string
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
+// ownSession starts every process in a session of its own (setsid), as a service manager
+// starts a daemon. Off (-setsid=false), they all stay in the benchmark's session. Either way
+// every server is started alike, which is what makes them comparable: with the kernel's
+// autogroup scheduling (CONFIG_SCHED_AUTOGROUP, on by default) each session is one
+// scheduling entity, so a server in a session of its own competes with the load generator
+// as a group (one fair share for all its threads, other wake-up preemption), while one in
+// the benchmark's session competes thread by thread. A server started with setsid and
+// another without are measured under different schedulers.
+var ownSession = true
+
+// startProc starts cmd the one way every server and client of the benchmark is started: the
+// same session rule (ownSession), this process's niceness and CPU affinity (inherited, never
+// changed), the environment of benchEnv, and SIGKILL should the benchmark die.
 func startProc(name string, cmd *exec.Cmd) (*proc, error) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setsid: ownSession}
+	if cmd.Env == nil {
+		cmd.Env = benchEnv()
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -69,6 +86,26 @@ func startProc(name string, cmd *exec.Cmd) (*proc, error) {
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// benchEnv is the environment of every process the benchmark starts, plus extra: this
+// process's, without the Go runtime's knobs (GOMAXPROCS, GOGC, GOMEMLIMIT, GODEBUG) that a
+// developer's shell may carry. Each server then sizes itself to the machine by its own
+// default (Go: GOMAXPROCS = CPUs; coturn: one relay thread per CPU) and takes the rest from
+// its config file, as deployed; no server gets a setting the others do not. BENCH_SERVER_ENV
+// ("K=V K=V", for example GODEBUG=schedtrace=1000 while profiling) is added to every one.
+func benchEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		switch name {
+		case "GOMAXPROCS", "GOGC", "GOMEMLIMIT", "GODEBUG":
+			continue
+		}
+		env = append(env, kv)
+	}
+	env = append(env, strings.Fields(os.Getenv("BENCH_SERVER_ENV"))...)
+	return append(env, extra...)
+}
 
 // stop sends SIGTERM, then SIGKILL after 10 s.
 func (p *proc) stop() {

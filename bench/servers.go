@@ -136,9 +136,8 @@ alloclog:
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", "--config", path, "--data-dir", filepath.Join(dir, fmt.Sprintf("data-%t", monitoring)))
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
 	// The start-up line is logged at info level; raise the level only for it.
-	cmd.Env = append(cmd.Env, "FERRY_LOG_LEVEL=info")
+	cmd.Env = benchEnv("FERRY_LOG_LEVEL=info")
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
