@@ -28,8 +28,11 @@ func main() {
 	allocs := flag.Int("allocations", 10000, "allocations for the memory and allocation-rate measurement")
 	quick := flag.Bool("quick", false, "a fast smoke run: short, one repeat, fewer allocations")
 	only := flag.String("servers", "raw,raw-gso,ferry,ferry-nomon,coturn", "servers to measure")
-	phases := flag.String("phases", "capacity,open-loop,memory", "what to measure")
-	setsid := flag.Bool("setsid", true, "start every server in a session of its own (false: all in the benchmark's session)")
+	phases := flag.String("phases", strings.Join(allPhases, ","), "what to measure")
+	pacedPPS := flag.Float64("paced-pps", 12500, "paced phase: datagrams per second uclient sends (the server relays each twice)")
+	pacedRuns := flag.Int("paced-runs", 3, "paced phase: runs per server and size")
+	pacedWindow := flag.Duration("paced-window", 4*time.Second, "paced phase: the steady window each run measures")
+	setsid := flag.Bool("setsid", true, "start every server and uclient in a session of its own (false: all in the benchmark's session)")
 	onlyT := flag.String("transports", strings.Join(transports, ","), "client transports to measure")
 	flag.Parse()
 	transports = strings.Split(*onlyT, ",")
@@ -53,13 +56,24 @@ func main() {
 		if !set["allocations"] {
 			*allocs = 1000
 		}
+		if !set["paced-runs"] {
+			*pacedRuns = 1
+		}
+		if !set["paced-window"] {
+			*pacedWindow = 2 * time.Second
+		}
 	}
-	if err := checkFlags(*dur, *repeats, *allocs, strings.Split(*only, ","), strings.Split(*phases, ","), transports); err != nil {
+	err := checkFlags(*dur, *repeats, *allocs, strings.Split(*only, ","), strings.Split(*phases, ","), transports)
+	if err == nil && (*pacedPPS <= 0 || *pacedRuns < 1 || *pacedWindow < 500*time.Millisecond) {
+		err = errors.New("-paced-pps must be positive, -paced-runs at least 1, -paced-window at least 500ms")
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
 	b := &bench{dur: *dur, repeats: *repeats, allocations: *allocs,
-		servers: strings.Split(*only, ","), phases: strings.Split(*phases, ",")}
+		servers: strings.Split(*only, ","), phases: strings.Split(*phases, ","),
+		pacedPPS: *pacedPPS, pacedRuns: *pacedRuns, pacedWindow: *pacedWindow}
 	if err := b.run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -89,7 +103,7 @@ func checkFlags(dur time.Duration, repeats, allocs int, servers, phases, ts []st
 		got   []string
 		known []string
 	}{{"-servers", servers, []string{"raw", "raw-gso", "ferry", "ferry-nomon", "coturn"}},
-		{"-phases", phases, []string{"capacity", "open-loop", "memory"}},
+		{"-phases", phases, allPhases},
 		{"-transports", ts, []string{"udp", "tcp", "tls"}}} {
 		for _, v := range l.got {
 			if !slices.Contains(l.known, v) {
@@ -110,6 +124,7 @@ const (
 )
 
 var (
+	allPhases  = []string{"capacity", "open-loop", "memory", "paced", "consultations"}
 	sizes      = []int{100, 1200}
 	transports = []string{"udp", "tcp", "tls"}
 )
@@ -155,7 +170,11 @@ type bench struct {
 	started     time.Time
 	Cases       []Case   `json:"cases"`
 	Memory      []Memory `json:"memory"`
+	Paced       []Paced  `json:"paced"`
 	Machine     string   `json:"machine"`
+	pacedPPS    float64
+	pacedRuns   int
+	pacedWindow time.Duration
 	dir         string
 	servers     []string
 	phases      []string
@@ -241,6 +260,13 @@ func (b *bench) run() error {
 			b.openLoop(s)
 		}
 	}
+	var turnServers []*server // the paced and consultation phases: Ferry as deployed, and coturn
+	for _, s := range []*server{ferry, coturn} {
+		if s != nil {
+			turnServers = append(turnServers, s)
+		}
+	}
+	b.paced(turnServers)
 	for _, s := range []*server{ferry, coturn} {
 		if s != nil {
 			b.memory(s)
@@ -466,6 +492,7 @@ func (b *bench) print(w *os.File) {
 				c.Server, c.Transport, c.OfferedRTs, c.LossPct, c.P50, c.P99)
 		}
 	}
+	b.printPaced(w)
 	fmt.Fprintf(w, "\nallocations (UDP, authenticated, %d concurrent handshakes) and memory:\n", allocWorkers)
 	for _, m := range b.Memory {
 		if m.Skipped != "" {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,6 +35,81 @@ func cpuTime(pid int) (time.Duration, error) {
 	utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14 overall
 	stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
 	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
+// busyTime returns the CPU time all CPUs spent outside idle and iowait since boot (the "cpu"
+// line of /proc/stat): with the servers' and the benchmark's own, it tells how much of a run
+// other work on the machine took.
+func busyTime() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, errors.New("bad /proc/stat")
+	}
+	var ticks int64
+	for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
+		if i == 3 || i == 4 {
+			continue
+		}
+		n, _ := strconv.ParseInt(v, 10, 64)
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// loadAvg1 returns the 1-minute load average.
+func loadAvg1() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
+}
+
+// cpuSample is the CPU time of the processes a run involves and of the whole machine.
+type cpuSample struct {
+	at     time.Time
+	server time.Duration
+	self   time.Duration // this process: load generator and echo peer
+	client time.Duration // an external load generator (uclient), if any
+	busy   time.Duration
+}
+
+func sampleCPU(serverPID, clientPID int) cpuSample {
+	s := cpuSample{at: time.Now()}
+	s.server, _ = cpuTime(serverPID)
+	s.self, _ = cpuTime(os.Getpid())
+	if clientPID > 0 {
+		s.client, _ = cpuTime(clientPID)
+	}
+	s.busy, _ = busyTime()
+	return s
+}
+
+// cpuDelta is what a run cost: the server, the load generators, and everyone else (as a
+// share of the machine's CPUs: the noise indicator of a shared machine).
+type cpuDelta struct {
+	elapsed              time.Duration
+	server, self, client time.Duration
+	otherPct             float64
+}
+
+func (a cpuSample) to(b cpuSample) cpuDelta {
+	d := cpuDelta{elapsed: b.at.Sub(a.at), server: b.server - a.server, self: b.self - a.self, client: b.client - a.client}
+	other := (b.busy - a.busy) - d.server - d.self - d.client
+	if d.elapsed > 0 {
+		d.otherPct = max(0, 100*other.Seconds()/(d.elapsed.Seconds()*float64(runtime.NumCPU())))
+	}
+	return d
 }
 
 // rssKiB returns a process's resident set size (VmRSS) in KiB.

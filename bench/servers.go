@@ -120,6 +120,8 @@ relay:
   # All load comes from one address: the per-source limit on unauthenticated answers
   # would measure itself.
   unauth_rate: -1
+  # coturn's turnutils_uclient (the paced phase) picks channel numbers up to 0x7FFF.
+  legacy_channel_numbers: true
   packet_metrics: %t
 auth:
   secrets: [%s]

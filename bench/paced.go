@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The paced phase: coturn's turnutils_uclient sends through the relay to the echo peer at a
+// steady rate, a packet at a time per allocation, as calls do (rather than the saturating
+// bursts of the capacity phase). The figure is the server's CPU per relayed packet.
+
+const (
+	// pacedInterval is each uclient allocation's packet interval (-z, ms).
+	pacedInterval = 4 * time.Millisecond
+	// pacedSpread: uclient starts each allocation's sending at a random time 1-6 s after it
+	// has connected them all; 5 s after the first datagram reaches the echo peer every
+	// allocation is sending.
+	pacedSpread = 5200 * time.Millisecond
+)
+
+// Paced is the paced-load measurement of one server at one datagram size, one entry per run.
+type Paced struct {
+	Server     string  `json:"server"`
+	Size       int     `json:"size"`
+	Clients    int     `json:"allocations"`
+	IntervalMS int     `json:"interval_ms"`
+	OfferedPPS float64 `json:"offered_packets_per_s"` // uclient's send rate once all allocations send
+	// Per run: packets the server relayed per second in the steady window (two per datagram
+	// the echo peer sent back), its CPU per relayed packet (µs), uclient's loss over the
+	// whole run (%), uclient's CPU per relayed packet (µs), and the share of the machine's
+	// CPUs other processes took during the window (%).
+	RelayedPPS []float64 `json:"relayed_packets_per_s"`
+	CPUus      []float64 `json:"server_cpu_us_per_packet"`
+	LossPct    []float64 `json:"loss_pct"`
+	ClientCPU  []float64 `json:"uclient_cpu_us_per_packet"`
+	OtherPct   []float64 `json:"other_cpu_pct"`
+	Load1      []float64 `json:"load_avg_1m_at_start"`
+	Skipped    string    `json:"skipped,omitempty"`
+}
+
+var (
+	uclientTotals = regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)`)
+	uclientLost   = regexp.MustCompile(`Total lost packets (\d+) \(`)
+)
+
+// paced runs the paced case on every TURN server given, runs interleaved (server A, B, A, B
+// ...) so that drift on the machine touches all alike.
+func (b *bench) paced(servers []*server) {
+	if !slices.Contains(b.phases, "paced") {
+		return
+	}
+	uclient, err := exec.LookPath("turnutils_uclient")
+	clients := max(1, int(math.Round(b.pacedPPS*pacedInterval.Seconds())))
+	res := map[[2]int]*Paced{}
+	for i, s := range servers {
+		for _, size := range sizes {
+			p := &Paced{Server: s.name, Size: size, Clients: clients, IntervalMS: int(pacedInterval / time.Millisecond),
+				OfferedPPS: float64(clients) / pacedInterval.Seconds()}
+			if err != nil {
+				p.Skipped = "turnutils_uclient not installed (apt-get install coturn)"
+			}
+			res[[2]int{i, size}] = p
+		}
+	}
+	for range b.pacedRuns {
+		for _, size := range sizes {
+			for i, s := range servers {
+				p := res[[2]int{i, size}]
+				if p.Skipped != "" {
+					continue
+				}
+				if err := b.pacedRun(s, uclient, p); err != nil {
+					p.Skipped = err.Error()
+					fmt.Fprintf(os.Stderr, "  %-11s paced %4d B: %v\n", s.name, size, err)
+					continue
+				}
+				k := len(p.CPUus) - 1
+				fmt.Fprintf(os.Stderr, "  %-11s paced %4d B: %6.0f relayed packets/s, %5.2f µs server CPU/packet, loss %.3f%%, uclient %.2f µs/packet, others %.0f%% CPU, load %.2f\n",
+					s.name, size, p.RelayedPPS[k], p.CPUus[k], p.LossPct[k], p.ClientCPU[k], p.OtherPct[k], p.Load1[k])
+			}
+		}
+	}
+	for i := range servers {
+		for _, size := range sizes {
+			b.Paced = append(b.Paced, *res[[2]int{i, size}])
+		}
+	}
+}
+
+// pacedRun runs uclient once against s and appends the run's figures to p. The window in
+// which CPU and packets are counted starts when every allocation is sending and ends
+// before the first one stops.
+func (b *bench) pacedRun(s *server, uclient string, p *Paced) error {
+	n := int((pacedSpread+b.pacedWindow+800*time.Millisecond)/pacedInterval) + 1 // datagrams per allocation
+	// -c: no RTCP allocations, one allocation per client.
+	args := []string{"-c",
+		"-W", s.secret, "-u", "paced",
+		"-e", b.echo.addr.Addr().String(), "-r", strconv.Itoa(int(b.echo.addr.Port())),
+		"-p", strconv.Itoa(s.ports["udp"]), "-L", clientIP(0).String(),
+		"-m", strconv.Itoa(p.Clients), "-n", strconv.Itoa(n), "-l", strconv.Itoa(p.Size),
+		"-z", strconv.Itoa(p.IntervalMS), "127.0.0.1"}
+	// uclient connects its allocations about 100 ms apart, waits 1-6 s, sends n each and
+	// waits for the last answers: bound all of it.
+	connect := time.Duration(p.Clients)*150*time.Millisecond + 8*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), connect+time.Duration(n)*pacedInterval+30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, uclient, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &limitedWriter{w: &out, n: 1 << 20}
+	cmd.Stderr = cmd.Stdout
+	load := loadAvg1()
+	before := b.echo.echoed.Load()
+	proc, err := startProc("uclient", cmd)
+	if err != nil {
+		return err
+	}
+	defer func() { cancel(); <-proc.done }()
+	deadline := time.Now().Add(connect)
+	for b.echo.echoed.Load() == before {
+		if proc.exited() || time.Now().After(deadline) {
+			return fmt.Errorf("uclient relayed nothing:\n%s", tail(out.String(), 2000))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	time.Sleep(pacedSpread)
+	e0, c0 := b.echo.echoed.Load(), sampleCPU(s.p.pid(), proc.pid())
+	time.Sleep(b.pacedWindow)
+	e1, c1 := b.echo.echoed.Load(), sampleCPU(s.p.pid(), proc.pid())
+	select {
+	case <-proc.done:
+	case <-ctx.Done():
+		return fmt.Errorf("uclient did not finish in time")
+	}
+	totals := uclientTotals.FindAllStringSubmatch(out.String(), -1)
+	lost := uclientLost.FindStringSubmatch(out.String())
+	if len(totals) == 0 || lost == nil {
+		return fmt.Errorf("no totals in uclient's output:\n%s", tail(out.String(), 2000))
+	}
+	sent, _ := strconv.ParseFloat(totals[len(totals)-1][1], 64)
+	nlost, _ := strconv.ParseFloat(lost[1], 64)
+	relayed := 2 * float64(e1-e0)
+	if relayed == 0 || sent == 0 {
+		return fmt.Errorf("nothing relayed in the measurement window")
+	}
+	d := c0.to(c1)
+	p.RelayedPPS = append(p.RelayedPPS, relayed/d.elapsed.Seconds())
+	p.CPUus = append(p.CPUus, float64(d.server.Microseconds())/relayed)
+	p.ClientCPU = append(p.ClientCPU, float64(d.client.Microseconds())/relayed)
+	p.LossPct = append(p.LossPct, 100*nlost/sent)
+	p.OtherPct = append(p.OtherPct, d.otherPct)
+	p.Load1 = append(p.Load1, load)
+	return nil
+}
+
+// limitedWriter keeps the first n bytes written to it and discards the rest.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(b []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(b), l.n)
+		l.n -= k
+		_, _ = l.w.Write(b[:k])
+	}
+	return len(b), nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// minMedMax of runs (zeros when there are none).
+func minMedMax(runs []float64) [3]float64 {
+	if len(runs) == 0 {
+		return [3]float64{}
+	}
+	s := slices.Clone(runs)
+	slices.Sort(s)
+	return [3]float64{s[0], s[len(s)/2], s[len(s)-1]}
+}
+
+func (b *bench) printPaced(w io.Writer) {
+	if len(b.Paced) == 0 {
+		return
+	}
+	p0 := b.Paced[0]
+	fmt.Fprintf(w, "\npaced load: coturn's turnutils_uclient, %d allocations each sending a datagram every %d ms (%.0f/s) to the echo peer and back;\n"+
+		"server CPU per relayed packet over a %.0f s window in which all of them send, %d runs:\n",
+		p0.Clients, p0.IntervalMS, p0.OfferedPPS, b.pacedWindow.Seconds(), b.pacedRuns)
+	fmt.Fprintf(w, "%-11s %5s  %-14s %-20s %-9s %-11s %-10s %-9s\n",
+		"server", "size", "relayed pkt/s", "µs/pkt min/med/max", "vs coturn", "loss% max", "uclient µs", "others %")
+	fmt.Fprintln(w, strings.Repeat("-", 98))
+	for _, p := range b.Paced {
+		if p.Skipped != "" {
+			fmt.Fprintf(w, "%-11s %5d  skipped: %s\n", p.Server, p.Size, firstLine(p.Skipped))
+			continue
+		}
+		cpu, rate, loss := minMedMax(p.CPUus), minMedMax(p.RelayedPPS), minMedMax(p.LossPct)
+		vs := ""
+		for _, c := range b.Paced {
+			if c.Server == "coturn" && c.Size == p.Size && c.Skipped == "" && p.Server != "coturn" {
+				vs = fmt.Sprintf("%.2f×", cpu[1]/minMedMax(c.CPUus)[1])
+			}
+		}
+		other := minMedMax(p.OtherPct)
+		fmt.Fprintf(w, "%-11s %5d  %13.0f  %5.2f/%5.2f/%5.2f    %-9s %-11.3f %-10.2f %.0f-%.0f\n",
+			p.Server, p.Size, rate[1], cpu[0], cpu[1], cpu[2], vs, loss[2], minMedMax(p.ClientCPU)[1], other[0], other[2])
+	}
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
