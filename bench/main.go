@@ -32,6 +32,9 @@ func main() {
 	pacedPPS := flag.Float64("paced-pps", 12500, "paced phase: datagrams per second uclient sends (the server relays each twice)")
 	pacedRuns := flag.Int("paced-runs", 3, "paced phase: runs per server and size")
 	pacedWindow := flag.Duration("paced-window", 4*time.Second, "paced phase: the steady window each run measures")
+	consultStart := flag.Int("consult-start", 20, "consultations phase: the first number of consultations")
+	consultMax := flag.Int("consult-max", 1000, "consultations phase: the most consultations to try")
+	consultWindow := flag.Duration("consult-window", 4*time.Second, "consultations phase: the counted window of each step")
 	setsid := flag.Bool("setsid", true, "start every server and uclient in a session of its own (false: all in the benchmark's session)")
 	onlyT := flag.String("transports", strings.Join(transports, ","), "client transports to measure")
 	flag.Parse()
@@ -62,10 +65,16 @@ func main() {
 		if !set["paced-window"] {
 			*pacedWindow = 2 * time.Second
 		}
+		if !set["consult-window"] {
+			*consultWindow = 2 * time.Second
+		}
 	}
 	err := checkFlags(*dur, *repeats, *allocs, strings.Split(*only, ","), strings.Split(*phases, ","), transports)
 	if err == nil && (*pacedPPS <= 0 || *pacedRuns < 1 || *pacedWindow < 500*time.Millisecond) {
 		err = errors.New("-paced-pps must be positive, -paced-runs at least 1, -paced-window at least 500ms")
+	}
+	if err == nil && (*consultStart < 1 || *consultMax < *consultStart || *consultWindow < 500*time.Millisecond) {
+		err = errors.New("-consult-start must be at least 1, -consult-max at least -consult-start, -consult-window at least 500ms")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -73,7 +82,8 @@ func main() {
 	}
 	b := &bench{dur: *dur, repeats: *repeats, allocations: *allocs,
 		servers: strings.Split(*only, ","), phases: strings.Split(*phases, ","),
-		pacedPPS: *pacedPPS, pacedRuns: *pacedRuns, pacedWindow: *pacedWindow}
+		pacedPPS: *pacedPPS, pacedRuns: *pacedRuns, pacedWindow: *pacedWindow,
+		consultStart: *consultStart, consultMax: *consultMax, consultWindow: *consultWindow}
 	if err := b.run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -164,22 +174,25 @@ type Memory struct {
 }
 
 type bench struct {
-	dur         time.Duration
-	repeats     int
-	allocations int
-	started     time.Time
-	Cases       []Case   `json:"cases"`
-	Memory      []Memory `json:"memory"`
-	Paced       []Paced  `json:"paced"`
-	Machine     string   `json:"machine"`
-	pacedPPS    float64
-	pacedRuns   int
-	pacedWindow time.Duration
-	dir         string
-	servers     []string
-	phases      []string
-	echo        *echoPeer
-	halfFerry   map[string]float64 // transport -> half of Ferry's 100 B capacity
+	dur                      time.Duration
+	repeats                  int
+	allocations              int
+	started                  time.Time
+	Cases                    []Case    `json:"cases"`
+	Memory                   []Memory  `json:"memory"`
+	Paced                    []Paced   `json:"paced"`
+	Consults                 []Consult `json:"consultations"`
+	Machine                  string    `json:"machine"`
+	pacedPPS                 float64
+	pacedRuns                int
+	pacedWindow              time.Duration
+	consultStart, consultMax int
+	consultWindow            time.Duration
+	dir                      string
+	servers                  []string
+	phases                   []string
+	echo                     *echoPeer
+	halfFerry                map[string]float64 // transport -> half of Ferry's 100 B capacity
 }
 
 func (b *bench) run() error {
@@ -266,6 +279,7 @@ func (b *bench) run() error {
 			turnServers = append(turnServers, s)
 		}
 	}
+	b.consultations(turnServers)
 	b.paced(turnServers)
 	for _, s := range []*server{ferry, coturn} {
 		if s != nil {
@@ -456,6 +470,7 @@ func (b *bench) find(server, t string, size int, mode string) *Case {
 
 func (b *bench) print(w *os.File) {
 	fmt.Fprintf(w, "\nFerry relay benchmark, %s, %s (%.0f s)\n", b.Machine, b.started.Format(time.RFC3339), time.Since(b.started).Seconds())
+	b.printConsults(w)
 	fmt.Fprintf(w, "loopback; %d allocations × %d packets in flight; round trips through the relay to an echo peer (2 relayed packets each)\n\n", sessions, window)
 	fmt.Fprintf(w, "%-11s %-4s %5s  %-26s %7s %6s %6s %9s  %-9s %-8s %-8s\n",
 		"server", "tx", "size", "round trips/s min/med/max", "Mbit/s", "loss%", "µs/pkt", "p50/p99ms", "vs coturn", "CPU/raw", "CPU/raw-gso")
