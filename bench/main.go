@@ -35,6 +35,7 @@ func main() {
 	consultStart := flag.Int("consult-start", 20, "consultations phase: the first number of consultations")
 	consultMax := flag.Int("consult-max", 1000, "consultations phase: the most consultations to try")
 	consultWindow := flag.Duration("consult-window", 4*time.Second, "consultations phase: the counted window of each step")
+	profile := flag.String("paced-profile", "", "paced phase: a command run against each server during each window ({pid}, {server}, {size} replaced), e.g. \"perf trace -s -p {pid}\"")
 	setsid := flag.Bool("setsid", true, "start every server and uclient in a session of its own (false: all in the benchmark's session)")
 	onlyT := flag.String("transports", strings.Join(transports, ","), "client transports to measure")
 	flag.Parse()
@@ -83,7 +84,8 @@ func main() {
 	b := &bench{dur: *dur, repeats: *repeats, allocations: *allocs,
 		servers: strings.Split(*only, ","), phases: strings.Split(*phases, ","),
 		pacedPPS: *pacedPPS, pacedRuns: *pacedRuns, pacedWindow: *pacedWindow,
-		consultStart: *consultStart, consultMax: *consultMax, consultWindow: *consultWindow}
+		consultStart: *consultStart, consultMax: *consultMax, consultWindow: *consultWindow,
+		profileCmd: *profile, out: *out}
 	if err := b.run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -188,6 +190,7 @@ type bench struct {
 	pacedWindow              time.Duration
 	consultStart, consultMax int
 	consultWindow            time.Duration
+	profileCmd, out          string
 	dir                      string
 	servers                  []string
 	phases                   []string

@@ -8,10 +8,12 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -133,9 +135,11 @@ func (b *bench) pacedRun(s *server, uclient string, p *Paced) error {
 		time.Sleep(2 * time.Millisecond)
 	}
 	time.Sleep(pacedSpread)
+	stopProfile := b.startProfile(s, p)
 	e0, c0 := b.echo.echoed.Load(), sampleCPU(s.p.pid(), proc.pid())
 	time.Sleep(b.pacedWindow)
 	e1, c1 := b.echo.echoed.Load(), sampleCPU(s.p.pid(), proc.pid())
+	stopProfile()
 	select {
 	case <-proc.done:
 	case <-ctx.Done():
@@ -160,6 +164,45 @@ func (b *bench) pacedRun(s *server, uclient string, p *Paced) error {
 	p.OtherPct = append(p.OtherPct, d.otherPct)
 	p.Load1 = append(p.Load1, load)
 	return nil
+}
+
+// startProfile runs the -paced-profile command (through sh, with {pid}, {server} and {size}
+// replaced) while a paced window runs, for example "perf trace -s -p {pid}" or "strace -c -f
+// -p {pid}", and returns the function that stops it with SIGINT (so that such tools print
+// their summaries) at the window's end. Its output goes to a file next to the JSON results.
+// The tool's own overhead lands in that run's CPU figures: profile in runs of their own.
+func (b *bench) startProfile(s *server, p *Paced) func() {
+	if b.profileCmd == "" {
+		return func() {}
+	}
+	r := strings.NewReplacer("{pid}", strconv.Itoa(s.p.pid()), "{server}", s.name, "{size}", strconv.Itoa(p.Size))
+	name := filepath.Join(filepath.Dir(b.out), fmt.Sprintf("profile-%s-%d-run%d.txt", s.name, p.Size, len(p.CPUus)+1))
+	f, err := os.Create(name)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "  profile:", err)
+		return func() {}
+	}
+	cmd := exec.Command("sh", "-c", r.Replace(b.profileCmd))
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		fmt.Fprintln(os.Stderr, "  profile:", err)
+		return func() {}
+	}
+	return func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT) // its process group: sh and the tool
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		f.Close()
+		fmt.Fprintf(os.Stderr, "  profile: %s\n", name)
+	}
 }
 
 // limitedWriter keeps the first n bytes written to it and discards the rest.
