@@ -102,6 +102,7 @@ type consultGen struct {
 	lastTag uint32
 	sent    atomic.Int64
 	recv    atomic.Int64
+	rx      atomic.Int64 // every datagram received, counted or not
 	hist    []atomic.Int64
 	maxNs   atomic.Int64
 	late    atomic.Int64 // the sender's worst lateness in the window (ns): is the generator keeping up?
@@ -157,7 +158,7 @@ func (g *consultGen) grow(s *server, n int) error {
 }
 
 func (g *consultGen) allocate(s *server, user string) (*party, netip.AddrPort, error) {
-	c, err := dialTURN("udp", s.addr("udp"))
+	c, err := dialTURNAt(consultIP, "udp", s.addr("udp"))
 	if err != nil {
 		return nil, netip.AddrPort{}, err
 	}
@@ -295,6 +296,7 @@ func (g *consultGen) receive() {
 		for _, ev := range events[:max(n, 0)] {
 			for {
 				k := rb.read(int(ev.Fd))
+				g.rx.Add(int64(k))
 				counted := g.counted.Load()
 				for i := range k {
 					d, at := rb.datagram(i)
@@ -405,8 +407,23 @@ func (g *consultGen) step(s *server, n int, dur time.Duration) ConsultStep {
 	st.LoadCPUPct = 100 * d.self.Seconds() / d.elapsed.Seconds()
 	st.OtherPct = d.otherPct
 	st.Pass = st.Sent > 0 && st.LossPct <= consultMaxLoss && st.P99 <= consultMaxP99
-	time.Sleep(100 * time.Millisecond) // let the relay's queues empty before the next step
+	g.quiesce()
 	return st
+}
+
+// quiesce waits (at most 15 s) until nothing has arrived for 300 ms: an overloaded server
+// may hold seconds of datagrams in its socket buffers, which would otherwise spill into
+// the next step.
+func (g *consultGen) quiesce() {
+	last, quiet := g.rx.Load(), time.Now()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		if n := g.rx.Load(); n != last {
+			last, quiet = n, time.Now()
+		} else if time.Since(quiet) >= 300*time.Millisecond {
+			return
+		}
+	}
 }
 
 // percentile of the counted delays, in ms (bucket upper bounds).

@@ -188,6 +188,7 @@ type bench struct {
 	pacedPPS                 float64
 	pacedRuns                int
 	pacedWindow              time.Duration
+	pacedCount               int // uclient runs so far
 	consultStart, consultMax int
 	consultWindow            time.Duration
 	profileCmd, out          string
@@ -282,13 +283,13 @@ func (b *bench) run() error {
 			turnServers = append(turnServers, s)
 		}
 	}
-	b.consultations(turnServers)
-	b.paced(turnServers)
-	for _, s := range []*server{ferry, coturn} {
-		if s != nil {
-			b.memory(s)
-		}
+	for _, s := range turnServers {
+		b.memory(s)
 	}
+	// After the memory phase: uclient leaves an allocation per client behind until it
+	// expires (its probe), which would count as memory.
+	b.paced(turnServers)
+	b.consultations(turnServers)
 	return nil
 }
 

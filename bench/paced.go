@@ -108,7 +108,7 @@ func (b *bench) pacedRun(s *server, uclient string, p *Paced) error {
 	args := []string{"-c",
 		"-W", s.secret, "-u", "paced",
 		"-e", b.echo.addr.Addr().String(), "-r", strconv.Itoa(int(b.echo.addr.Port())),
-		"-p", strconv.Itoa(s.ports["udp"]), "-L", clientIP(0).String(),
+		"-p", strconv.Itoa(s.ports["udp"]), "-L", pacedIP(b.pacedCount).String(),
 		"-m", strconv.Itoa(p.Clients), "-n", strconv.Itoa(n), "-l", strconv.Itoa(p.Size),
 		"-z", strconv.Itoa(p.IntervalMS), "127.0.0.1"}
 	// uclient connects its allocations about 100 ms apart, waits 1-6 s, sends n each and
@@ -120,6 +120,7 @@ func (b *bench) pacedRun(s *server, uclient string, p *Paced) error {
 	var out bytes.Buffer
 	cmd.Stdout = &limitedWriter{w: &out, n: 1 << 20}
 	cmd.Stderr = cmd.Stdout
+	b.pacedCount++
 	load := loadAvg1()
 	before := b.echo.echoed.Load()
 	proc, err := startProc("uclient", cmd)
