@@ -228,14 +228,16 @@ func tail(s string, n int) string {
 	return s
 }
 
-// minMedMax of runs (zeros when there are none).
+// minMedMax of runs (zeros when there are none; the median of an even count is the mean of
+// the middle two).
 func minMedMax(runs []float64) [3]float64 {
-	if len(runs) == 0 {
+	n := len(runs)
+	if n == 0 {
 		return [3]float64{}
 	}
 	s := slices.Clone(runs)
 	slices.Sort(s)
-	return [3]float64{s[0], s[len(s)/2], s[len(s)-1]}
+	return [3]float64{s[0], (s[(n-1)/2] + s[n/2]) / 2, s[n-1]}
 }
 
 func (b *bench) printPaced(w io.Writer) {
