@@ -28,6 +28,10 @@ const (
 	// has connected them all; 5 s after the first datagram reaches the echo peer every
 	// allocation is sending.
 	pacedSpread = 5200 * time.Millisecond
+	// pacedNoisy: a run during which other processes took more than this share of the
+	// CPUs (%) is run again, at most pacedNoisyRetries times.
+	pacedNoisy        = 10.0
+	pacedNoisyRetries = 2
 )
 
 // Paced is the paced-load measurement of one server at one datagram size, one entry per run.
@@ -81,14 +85,31 @@ func (b *bench) paced(servers []*server) {
 				if p.Skipped != "" {
 					continue
 				}
-				if err := b.pacedRun(s, uclient, p); err != nil {
+				// A run during which other processes took much of the machine is noise (and
+				// flatters the server: a delayed server batches more): run it again, a few
+				// times at most.
+				var r pacedResult
+				var err error
+				for try := 0; try <= pacedNoisyRetries; try++ {
+					if r, err = b.pacedRun(s, uclient, p); err != nil || r.otherPct <= pacedNoisy {
+						break
+					}
+					fmt.Fprintf(os.Stderr, "  %-11s paced %4d B: others took %.0f%% of the CPUs, run again\n", s.name, size, r.otherPct)
+					time.Sleep(5 * time.Second)
+				}
+				if err != nil {
 					p.Skipped = err.Error()
 					fmt.Fprintf(os.Stderr, "  %-11s paced %4d B: %v\n", s.name, size, err)
 					continue
 				}
-				k := len(p.CPUus) - 1
+				p.RelayedPPS = append(p.RelayedPPS, r.relayedPPS)
+				p.CPUus = append(p.CPUus, r.cpuUs)
+				p.ClientCPU = append(p.ClientCPU, r.clientUs)
+				p.LossPct = append(p.LossPct, r.lossPct)
+				p.OtherPct = append(p.OtherPct, r.otherPct)
+				p.Load1 = append(p.Load1, r.load1)
 				fmt.Fprintf(os.Stderr, "  %-11s paced %4d B: %6.0f relayed packets/s, %5.2f µs server CPU/packet, loss %.3f%%, uclient %.2f µs/packet, others %.0f%% CPU, load %.2f\n",
-					s.name, size, p.RelayedPPS[k], p.CPUus[k], p.LossPct[k], p.ClientCPU[k], p.OtherPct[k], p.Load1[k])
+					s.name, size, r.relayedPPS, r.cpuUs, r.lossPct, r.clientUs, r.otherPct, r.load1)
 			}
 		}
 	}
@@ -99,10 +120,16 @@ func (b *bench) paced(servers []*server) {
 	}
 }
 
-// pacedRun runs uclient once against s and appends the run's figures to p. The window in
-// which CPU and packets are counted starts when every allocation is sending and ends
-// before the first one stops.
-func (b *bench) pacedRun(s *server, uclient string, p *Paced) error {
+// pacedResult is one paced run: relayed packets per second, server and uclient CPU per
+// relayed packet (µs), uclient's loss (%), other processes' share of the CPUs (%) and the
+// load average at the start.
+type pacedResult struct {
+	relayedPPS, cpuUs, clientUs, lossPct, otherPct, load1 float64
+}
+
+// pacedRun runs uclient once against s. The window in which CPU and packets are counted
+// starts when every allocation is sending and ends before the first one stops.
+func (b *bench) pacedRun(s *server, uclient string, p *Paced) (pacedResult, error) {
 	n := int((pacedSpread+b.pacedWindow+800*time.Millisecond)/pacedInterval) + 1 // datagrams per allocation
 	// -c: no RTCP allocations, one allocation per client.
 	args := []string{"-c",
@@ -125,13 +152,13 @@ func (b *bench) pacedRun(s *server, uclient string, p *Paced) error {
 	before := b.echo.echoed.Load()
 	proc, err := startProc("uclient", cmd)
 	if err != nil {
-		return err
+		return pacedResult{}, err
 	}
 	defer func() { cancel(); <-proc.done }()
 	deadline := time.Now().Add(connect)
 	for b.echo.echoed.Load() == before {
 		if proc.exited() || time.Now().After(deadline) {
-			return fmt.Errorf("uclient relayed nothing:\n%s", tail(out.String(), 2000))
+			return pacedResult{}, fmt.Errorf("uclient relayed nothing:\n%s", tail(out.String(), 2000))
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -144,27 +171,22 @@ func (b *bench) pacedRun(s *server, uclient string, p *Paced) error {
 	select {
 	case <-proc.done:
 	case <-ctx.Done():
-		return fmt.Errorf("uclient did not finish in time")
+		return pacedResult{}, fmt.Errorf("uclient did not finish in time")
 	}
 	totals := uclientTotals.FindAllStringSubmatch(out.String(), -1)
 	lost := uclientLost.FindStringSubmatch(out.String())
 	if len(totals) == 0 || lost == nil {
-		return fmt.Errorf("no totals in uclient's output:\n%s", tail(out.String(), 2000))
+		return pacedResult{}, fmt.Errorf("no totals in uclient's output:\n%s", tail(out.String(), 2000))
 	}
 	sent, _ := strconv.ParseFloat(totals[len(totals)-1][1], 64)
 	nlost, _ := strconv.ParseFloat(lost[1], 64)
 	relayed := 2 * float64(e1-e0)
 	if relayed == 0 || sent == 0 {
-		return fmt.Errorf("nothing relayed in the measurement window")
+		return pacedResult{}, fmt.Errorf("nothing relayed in the measurement window")
 	}
 	d := c0.to(c1)
-	p.RelayedPPS = append(p.RelayedPPS, relayed/d.elapsed.Seconds())
-	p.CPUus = append(p.CPUus, float64(d.server.Microseconds())/relayed)
-	p.ClientCPU = append(p.ClientCPU, float64(d.client.Microseconds())/relayed)
-	p.LossPct = append(p.LossPct, 100*nlost/sent)
-	p.OtherPct = append(p.OtherPct, d.otherPct)
-	p.Load1 = append(p.Load1, load)
-	return nil
+	return pacedResult{relayedPPS: relayed / d.elapsed.Seconds(), cpuUs: float64(d.server.Microseconds()) / relayed,
+		clientUs: float64(d.client.Microseconds()) / relayed, lossPct: 100 * nlost / sent, otherPct: d.otherPct, load1: load}, nil
 }
 
 // startProfile runs the -paced-profile command (through sh, with {pid}, {server} and {size}
