@@ -21,9 +21,10 @@ import (
 // echoPeer is the relay's peer: UDP sockets on 127.0.0.2 (SO_REUSEPORT, one per CPU) that
 // send every datagram back.
 type echoPeer struct {
-	socks []*net.UDPConn
-	addr  netip.AddrPort
-	wg    sync.WaitGroup
+	socks  []*net.UDPConn
+	addr   netip.AddrPort
+	wg     sync.WaitGroup
+	echoed atomic.Int64 // datagrams sent back: each one the relay carried twice
 }
 
 func newEchoPeer(n int) (*echoPeer, error) {
@@ -48,7 +49,8 @@ func newEchoPeer(n int) (*echoPeer, error) {
 					return
 				}
 				if n > 0 {
-					_, _ = w.Write(rc, false, in, n) // back to each datagram's source
+					sent, _ := w.Write(rc, false, in, n) // back to each datagram's source
+					e.echoed.Add(int64(sent))
 				}
 			}
 		})

@@ -28,10 +28,19 @@ func main() {
 	allocs := flag.Int("allocations", 10000, "allocations for the memory and allocation-rate measurement")
 	quick := flag.Bool("quick", false, "a fast smoke run: short, one repeat, fewer allocations")
 	only := flag.String("servers", "raw,raw-gso,ferry,ferry-nomon,coturn", "servers to measure")
-	phases := flag.String("phases", "capacity,open-loop,memory", "what to measure")
+	phases := flag.String("phases", strings.Join(allPhases, ","), "what to measure")
+	pacedPPS := flag.Float64("paced-pps", 12500, "paced phase: datagrams per second uclient sends (the server relays each twice)")
+	pacedRuns := flag.Int("paced-runs", 3, "paced phase: runs per server and size")
+	pacedWindow := flag.Duration("paced-window", 4*time.Second, "paced phase: the steady window each run measures")
+	consultStart := flag.Int("consult-start", 20, "consultations phase: the first number of consultations")
+	consultMax := flag.Int("consult-max", 1000, "consultations phase: the most consultations to try")
+	consultWindow := flag.Duration("consult-window", 4*time.Second, "consultations phase: the counted window of each step")
+	profile := flag.String("paced-profile", "", "paced phase: a command run against each server during each window ({pid}, {server}, {size} replaced), e.g. \"perf trace -s -p {pid}\"")
+	setsid := flag.Bool("setsid", true, "start every server and uclient in a session of its own (false: all in the benchmark's session)")
 	onlyT := flag.String("transports", strings.Join(transports, ","), "client transports to measure")
 	flag.Parse()
 	transports = strings.Split(*onlyT, ",")
+	ownSession = *setsid
 	if *raw {
 		if err := runRawForwarder(*peer, *rawGSO); err != nil {
 			fmt.Fprintln(os.Stderr, "raw forwarder:", err)
@@ -51,13 +60,32 @@ func main() {
 		if !set["allocations"] {
 			*allocs = 1000
 		}
+		if !set["paced-runs"] {
+			*pacedRuns = 1
+		}
+		if !set["paced-window"] {
+			*pacedWindow = 2 * time.Second
+		}
+		if !set["consult-window"] {
+			*consultWindow = 2 * time.Second
+		}
 	}
-	if err := checkFlags(*dur, *repeats, *allocs, strings.Split(*only, ","), strings.Split(*phases, ","), transports); err != nil {
+	err := checkFlags(*dur, *repeats, *allocs, strings.Split(*only, ","), strings.Split(*phases, ","), transports)
+	if err == nil && (*pacedPPS <= 0 || *pacedRuns < 1 || *pacedWindow < 500*time.Millisecond) {
+		err = errors.New("-paced-pps must be positive, -paced-runs at least 1, -paced-window at least 500ms")
+	}
+	if err == nil && (*consultStart < 1 || *consultMax < *consultStart || *consultWindow < 500*time.Millisecond) {
+		err = errors.New("-consult-start must be at least 1, -consult-max at least -consult-start, -consult-window at least 500ms")
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
 	b := &bench{dur: *dur, repeats: *repeats, allocations: *allocs,
-		servers: strings.Split(*only, ","), phases: strings.Split(*phases, ",")}
+		servers: strings.Split(*only, ","), phases: strings.Split(*phases, ","),
+		pacedPPS: *pacedPPS, pacedRuns: *pacedRuns, pacedWindow: *pacedWindow,
+		consultStart: *consultStart, consultMax: *consultMax, consultWindow: *consultWindow,
+		profileCmd: *profile, out: *out}
 	if err := b.run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -87,7 +115,7 @@ func checkFlags(dur time.Duration, repeats, allocs int, servers, phases, ts []st
 		got   []string
 		known []string
 	}{{"-servers", servers, []string{"raw", "raw-gso", "ferry", "ferry-nomon", "coturn"}},
-		{"-phases", phases, []string{"capacity", "open-loop", "memory"}},
+		{"-phases", phases, allPhases},
 		{"-transports", ts, []string{"udp", "tcp", "tls"}}} {
 		for _, v := range l.got {
 			if !slices.Contains(l.known, v) {
@@ -108,6 +136,7 @@ const (
 )
 
 var (
+	allPhases  = []string{"capacity", "open-loop", "memory", "paced", "consultations"}
 	sizes      = []int{100, 1200}
 	transports = []string{"udp", "tcp", "tls"}
 )
@@ -147,18 +176,27 @@ type Memory struct {
 }
 
 type bench struct {
-	dur         time.Duration
-	repeats     int
-	allocations int
-	started     time.Time
-	Cases       []Case   `json:"cases"`
-	Memory      []Memory `json:"memory"`
-	Machine     string   `json:"machine"`
-	dir         string
-	servers     []string
-	phases      []string
-	echo        *echoPeer
-	halfFerry   map[string]float64 // transport -> half of Ferry's 100 B capacity
+	dur                      time.Duration
+	repeats                  int
+	allocations              int
+	started                  time.Time
+	Cases                    []Case    `json:"cases"`
+	Memory                   []Memory  `json:"memory"`
+	Paced                    []Paced   `json:"paced"`
+	Consults                 []Consult `json:"consultations"`
+	Machine                  string    `json:"machine"`
+	pacedPPS                 float64
+	pacedRuns                int
+	pacedWindow              time.Duration
+	pacedCount               int // uclient runs so far
+	consultStart, consultMax int
+	consultWindow            time.Duration
+	profileCmd, out          string
+	dir                      string
+	servers                  []string
+	phases                   []string
+	echo                     *echoPeer
+	halfFerry                map[string]float64 // transport -> half of Ferry's 100 B capacity
 }
 
 func (b *bench) run() error {
@@ -239,11 +277,19 @@ func (b *bench) run() error {
 			b.openLoop(s)
 		}
 	}
+	var turnServers []*server // the paced and consultation phases: Ferry as deployed, and coturn
 	for _, s := range []*server{ferry, coturn} {
 		if s != nil {
-			b.memory(s)
+			turnServers = append(turnServers, s)
 		}
 	}
+	for _, s := range turnServers {
+		b.memory(s)
+	}
+	// After the memory phase: uclient leaves an allocation per client behind until it
+	// expires (its probe), which would count as memory.
+	b.paced(turnServers)
+	b.consultations(turnServers)
 	return nil
 }
 
@@ -428,6 +474,7 @@ func (b *bench) find(server, t string, size int, mode string) *Case {
 
 func (b *bench) print(w *os.File) {
 	fmt.Fprintf(w, "\nFerry relay benchmark, %s, %s (%.0f s)\n", b.Machine, b.started.Format(time.RFC3339), time.Since(b.started).Seconds())
+	b.printConsults(w)
 	fmt.Fprintf(w, "loopback; %d allocations × %d packets in flight; round trips through the relay to an echo peer (2 relayed packets each)\n\n", sessions, window)
 	fmt.Fprintf(w, "%-11s %-4s %5s  %-26s %7s %6s %6s %9s  %-9s %-8s %-8s\n",
 		"server", "tx", "size", "round trips/s min/med/max", "Mbit/s", "loss%", "µs/pkt", "p50/p99ms", "vs coturn", "CPU/raw", "CPU/raw-gso")
@@ -464,6 +511,7 @@ func (b *bench) print(w *os.File) {
 				c.Server, c.Transport, c.OfferedRTs, c.LossPct, c.P50, c.P99)
 		}
 	}
+	b.printPaced(w)
 	fmt.Fprintf(w, "\nallocations (UDP, authenticated, %d concurrent handshakes) and memory:\n", allocWorkers)
 	for _, m := range b.Memory {
 		if m.Skipped != "" {

@@ -120,6 +120,8 @@ relay:
   # All load comes from one address: the per-source limit on unauthenticated answers
   # would measure itself.
   unauth_rate: -1
+  # coturn's turnutils_uclient (the paced phase) picks channel numbers up to 0x7FFF.
+  legacy_channel_numbers: true
   packet_metrics: %t
 auth:
   secrets: [%s]
@@ -136,9 +138,8 @@ alloclog:
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", "--config", path, "--data-dir", filepath.Join(dir, fmt.Sprintf("data-%t", monitoring)))
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=2")
 	// The start-up line is logged at info level; raise the level only for it.
-	cmd.Env = append(cmd.Env, "FERRY_LOG_LEVEL=info")
+	cmd.Env = benchEnv("FERRY_LOG_LEVEL=info")
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

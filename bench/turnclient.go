@@ -28,15 +28,28 @@ type turnClient struct {
 
 // clientIP is the load generator's address: clients send from 127.0.0.9 (the allocation-
 // rate runs from 127.0.0.9 + run) so that their ports never collide with relay ports,
-// which the servers bind on 127.0.0.1.
+// which the servers bind on 127.0.0.1. The consultations phase sends from consultIP, and
+// each paced run's uclient from an address of its own (pacedIP): uclient leaves behind the
+// probe allocation it makes for each client, and a later client that happened to get the
+// same 5-tuple would meet it (437).
 func clientIP(run int) net.IP { return net.IPv4(127, 0, 0, byte(9+run)) }
 
-func dialTURN(transport, addr string) (*turnClient, error) { return dialTURNFrom(0, transport, addr) }
+var consultIP = net.IPv4(127, 0, 0, 16)
+
+// pacedIP is the client address of paced run k (127.0.0.32 and up).
+func pacedIP(k int) net.IP { return net.IPv4(127, 0, 0, byte(32+k%200)) }
+
+func dialTURN(transport, addr string) (*turnClient, error) {
+	return dialTURNAt(clientIP(0), transport, addr)
+}
 
 // dialTURNFrom dials from clientIP(run): a fresh address gives fresh 5-tuples, whatever
 // state a server keeps for allocations a previous run deleted.
 func dialTURNFrom(run int, transport, addr string) (*turnClient, error) {
-	ip := clientIP(run)
+	return dialTURNAt(clientIP(run), transport, addr)
+}
+
+func dialTURNAt(ip net.IP, transport, addr string) (*turnClient, error) {
 	var conn net.Conn
 	var err error
 	switch transport {
