@@ -86,15 +86,23 @@ func (b *bench) paced(servers []*server) {
 					continue
 				}
 				// A run during which other processes took much of the machine is noise (and
-				// flatters the server: a delayed server batches more): run it again, a few
+				// flatters the server: a delayed server batches more), and uclient sometimes
+				// fails on its own (it picks a channel number twice): run it again, a few
 				// times at most.
 				var r pacedResult
 				var err error
 				for try := 0; try <= pacedNoisyRetries; try++ {
-					if r, err = b.pacedRun(s, uclient, p); err != nil || r.otherPct <= pacedNoisy {
+					if r, err = b.pacedRun(s, uclient, p); err == nil && r.otherPct <= pacedNoisy {
 						break
 					}
-					fmt.Fprintf(os.Stderr, "  %-11s paced %4d B: others took %.0f%% of the CPUs, run again\n", s.name, size, r.otherPct)
+					if try == pacedNoisyRetries {
+						break
+					}
+					if err != nil {
+						fmt.Fprintf(os.Stderr, "  %-11s paced %4d B: %s, run again\n", s.name, size, firstLine(err.Error()))
+					} else {
+						fmt.Fprintf(os.Stderr, "  %-11s paced %4d B: others took %.0f%% of the CPUs, run again\n", s.name, size, r.otherPct)
+					}
 					time.Sleep(5 * time.Second)
 				}
 				if err != nil {
@@ -158,7 +166,7 @@ func (b *bench) pacedRun(s *server, uclient string, p *Paced) (pacedResult, erro
 	deadline := time.Now().Add(connect)
 	for b.echo.echoed.Load() == before {
 		if proc.exited() || time.Now().After(deadline) {
-			return pacedResult{}, fmt.Errorf("uclient relayed nothing:\n%s", tail(out.String(), 2000))
+			return pacedResult{}, fmt.Errorf("uclient relayed nothing (%s):\n%s", uclientError(out.String()), tail(out.String(), 2000))
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -289,6 +297,16 @@ func (b *bench) printPaced(w io.Writer) {
 		fmt.Fprintf(w, "%-11s %5d  %13.0f  %5.2f/%5.2f/%5.2f    %-9s %-11.3f %-10.2f %.0f-%.0f\n",
 			p.Server, p.Size, rate[1], cpu[0], cpu[1], cpu[2], vs, loss[2], minMedMax(p.ClientCPU)[1], other[0], other[2])
 	}
+}
+
+// uclientError is the first line of uclient's output that reports an error.
+func uclientError(out string) string {
+	for line := range strings.Lines(out) {
+		if strings.Contains(line, "error") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return "no error reported"
 }
 
 func firstLine(s string) string {

@@ -120,6 +120,9 @@ relay:
   # All load comes from one address: the per-source limit on unauthenticated answers
   # would measure itself.
   unauth_rate: -1
+  # The load generators make many allocations under one user id (uclient's -u); coturn
+  # sets no per-user cap by default either.
+  max_allocations_per_user: 0
   # coturn's turnutils_uclient (the paced phase) picks channel numbers up to 0x7FFF.
   legacy_channel_numbers: true
   packet_metrics: %t

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/ferryrelay/ferry/internal/mmsg"
 	"github.com/ferryrelay/ferry/relay/internal/alloc"
@@ -26,7 +28,11 @@ import (
 // A loop waiting in epoll_wait keeps its P (Go's scheduler slot) unless the scheduler takes
 // it back for other work, which costs the loop a slow return from the system call. With a
 // P to spare per loop (GOMAXPROCS raised by the number of loops; cmd/ferry does), nothing
-// needs to take it back.
+// needs to take it back. The runtime's monitor also takes the P of a goroutine that has run
+// one time slice (10 ms) without passing through the scheduler, as a loop would, and then
+// wakes every 20 µs for a while to watch: so while packets flow, a loop passes through the
+// scheduler at least every yieldEvery and waits no longer than that for the next event; an
+// idle loop (a wait that timed out) waits without a limit and lets the runtime take its P.
 
 // Tokens of a loop's epoll events: relay sockets report the table's tokens (below 1<<62);
 // listener sockets tokenListener|index; the loop's eventfd tokenWake.
@@ -34,6 +40,10 @@ const (
 	tokenListener = 1 << 62
 	tokenWake     = 1 << 63
 )
+
+// yieldEvery is how often a busy loop passes through Go's scheduler, under the runtime's
+// 10 ms time slice (forcePreemptNS in runtime/proc.go).
+const yieldEvery = 5 * time.Millisecond
 
 type eventLoop struct {
 	l      *Listeners
@@ -131,13 +141,22 @@ func (e *eventLoop) Watch(fd int, token uint64) error {
 // run waits for readable sockets and serves them until Close.
 func (e *eventLoop) run() {
 	events := make([]unix.EpollEvent, 64)
+	timeout, yielded := -1, time.Now()
 	for {
-		n, err := unix.EpollWait(e.epfd, events, -1)
+		n, err := unix.EpollWait(e.epfd, events, timeout)
 		if err != nil {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
 			return
+		}
+		if now := time.Now(); now.Sub(yielded) >= yieldEvery {
+			runtime.Gosched()
+			yielded = now
+		}
+		timeout = int(yieldEvery / time.Millisecond)
+		if n == 0 {
+			timeout = -1
 		}
 		for i := 0; i < n; i++ {
 			token := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
