@@ -82,7 +82,7 @@ func (r *Reader) tryRead(fd uintptr) bool {
 func (r *Reader) TryRead(fd uintptr, b *Batch) (int, error) {
 	n := len(b.Bufs)
 	for i := 0; i < n; i++ {
-		b.iovs[i] = unix.Iovec{Base: &b.Bufs[i][0]}
+		b.iovs[i] = unix.Iovec{Base: unsafe.SliceData(b.Bufs[i])} // nil for an empty datagram
 		b.iovs[i].SetLen(len(b.Bufs[i]))
 		b.hdrs[i] = mmsghdr{}
 		b.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))
@@ -132,7 +132,7 @@ func NewWriter() *Writer {
 // returned with the count.
 func (w *Writer) Write(rc syscall.RawConn, v6 bool, b *Batch, n int) (int, error) {
 	for i := 0; i < n; i++ {
-		b.iovs[i] = unix.Iovec{Base: &b.Bufs[i][0]}
+		b.iovs[i] = unix.Iovec{Base: unsafe.SliceData(b.Bufs[i])} // nil for an empty datagram
 		b.iovs[i].SetLen(b.Lens[i])
 		b.hdrs[i] = mmsghdr{}
 		b.hdrs[i].hdr.Name = (*byte)(unsafe.Pointer(&b.names[i]))

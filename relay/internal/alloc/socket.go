@@ -101,7 +101,7 @@ func sendBatch(w *mmsg.Writer, s *Socket, b *mmsg.Batch, k int, gso []byte) int 
 	if k >= 2 && k <= mmsg.MaxGSOSegments && len(gso) > 0 && mmsg.GSOAvailable() {
 		seg, total, ok := b.Lens[0], 0, true
 		for i := 0; i < k && ok; i++ {
-			ok = b.Addrs[i] == b.Addrs[0] && (b.Lens[i] == seg || (i == k-1 && b.Lens[i] <= seg))
+			ok = b.Addrs[i] == b.Addrs[0] && (b.Lens[i] == seg || (i == k-1 && b.Lens[i] > 0 && b.Lens[i] <= seg))
 			total += b.Lens[i]
 		}
 		if ok && total <= len(gso) && total <= maxDatagram-8 {
