@@ -51,12 +51,23 @@ func (s *sockets) openUDP(ctx context.Context, f *config.File, _ tlsConfigs) err
 		n = runtime.GOMAXPROCS(0)
 	}
 	buf := int(f.TURN.SocketBuffer)
-	for _, a := range f.TURN.UDPListen {
-		socks, err := relay.ListenUDP(ctx, listenNetwork("udp", a), a, n, buf)
+	for _, configured := range f.TURN.UDPListen {
+		addrs, err := udpListenAddrs(configured, net.InterfaceAddrs)
 		if err != nil {
 			return fmt.Errorf("turn: %w", err)
 		}
-		s.udp = append(s.udp, socks)
+		port := 0 // a port 0 entry: the port the first address got, for all of them
+		for _, a := range addrs {
+			if port != 0 {
+				a = withPort(a, port)
+			}
+			socks, err := relay.ListenUDP(ctx, listenNetwork("udp", a), a, n, buf)
+			if err != nil {
+				return fmt.Errorf("turn: %w", err)
+			}
+			s.udp = append(s.udp, socks)
+			port = socks[0].LocalAddr().(*net.UDPAddr).Port
+		}
 	}
 	return nil
 }
@@ -209,7 +220,9 @@ func portsOf(addrs []net.Addr) []int {
 func ports(addrs ...net.Addr) string {
 	var parts []string
 	for _, p := range portsOf(addrs) {
-		parts = append(parts, strconv.Itoa(p))
+		if s := strconv.Itoa(p); !slices.Contains(parts, s) {
+			parts = append(parts, s)
+		}
 	}
 	return strings.Join(parts, ",")
 }

@@ -174,9 +174,12 @@ func (st *startup) setupAuth(context.Context) error {
 	return err
 }
 
-func (st *startup) setupRelayIPs(context.Context) error {
+func (st *startup) setupRelayIPs(ctx context.Context) error {
 	st.ips = resolveRelayIPs(st.f, func(msg string) { st.log.Warn(msg) })
-	return nil
+	if !st.f.RunsRelay() {
+		return nil
+	}
+	return st.ips.checkLocal(ctx)
 }
 
 func (st *startup) setupMetrics(context.Context) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -171,6 +172,29 @@ func (r relayAddrs) String() string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// checkLocal binds a UDP socket on each bind address and closes it again: an address this
+// host does not have would otherwise pass every check and fail each Allocate (508).
+func (r relayAddrs) checkLocal(ctx context.Context) error {
+	var errs []error
+	for _, k := range []struct {
+		key string
+		ip  netip.Addr
+	}{{"relay.bind_ip", r.bind4}, {"relay.bind_ipv6", r.bind6}} {
+		if !k.ip.IsValid() {
+			continue
+		}
+		var lc net.ListenConfig
+		c, err := lc.ListenPacket(ctx, "udp", netip.AddrPortFrom(k.ip, 0).String())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %s is not an address of this host (%w); "+
+				"bind a local address and advertise a NAT's public one with relay.advertised_ip", k.key, k.ip, err))
+			continue
+		}
+		_ = c.Close()
+	}
+	return errors.Join(errs...)
 }
 
 // resolveRelayIPs resolves relay.bind_ip ("auto") and the advertised addresses.
