@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -127,10 +126,8 @@ func (h *Handler) createCheckLink(w http.ResponseWriter, r *http.Request) {
 		TTL *ttlParam `json:"ttl"`
 	}
 	if len(body) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(body)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "body is not the expected JSON object: "+jsonProblem(err))
+		if err := decodeBody(body, &req); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 			return
 		}
 	}

@@ -478,19 +478,6 @@ type iceRequest struct {
 	Region             *string   `json:"region"`
 }
 
-// ttlParam is the ttl as given: a JSON number or string, or a query value; it is checked
-// when used, so every malformed form gets the same clear error.
-type ttlParam string
-
-func (t *ttlParam) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		s = string(b)
-	}
-	*t = ttlParam(s)
-	return nil
-}
-
 // restResponse is draft-uberti-behave-turn-rest-00 §2.2.
 type restResponse struct {
 	Username string   `json:"username"`
@@ -531,10 +518,8 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (iceRequest, int
 		return req, status, err
 	}
 	var b iceRequest
-	dec := json.NewDecoder(strings.NewReader(string(body)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
-		return req, http.StatusBadRequest, fmt.Errorf("body is not the expected JSON object: %v", jsonProblem(err))
+	if err := decodeBody(body, &b); err != nil {
+		return req, http.StatusBadRequest, err
 	}
 	if b.TTL != nil {
 		req.TTL = b.TTL
@@ -552,21 +537,6 @@ func (h *Handler) parse(w http.ResponseWriter, r *http.Request) (iceRequest, int
 		req.Region = b.Region
 	}
 	return req, 0, nil
-}
-
-// jsonProblem describes a JSON decoding error without echoing the body back.
-func jsonProblem(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("syntax error at byte %d", se.Offset)
-	case errors.As(err, &te):
-		return fmt.Sprintf("field %q has the wrong type", te.Field)
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return strings.TrimPrefix(err.Error(), "json: ")
-	}
-	return "invalid JSON"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -628,15 +598,6 @@ func writeBodyError(w http.ResponseWriter, status int, err error) {
 		code = "payload_too_large"
 	}
 	writeError(w, status, code, err.Error())
-}
-
-// parseSeconds parses a positive whole number of seconds.
-func parseSeconds(s string) (int64, error) {
-	secs, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || secs <= 0 {
-		return 0, errors.New("not a positive whole number of seconds")
-	}
-	return secs, nil
 }
 
 // iceConfig issues a TURN REST credential for user, valid for ttl (capped at the

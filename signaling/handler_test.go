@@ -445,3 +445,35 @@ func TestURLsForIPv6AndTLS(t *testing.T) {
 		t.Fatalf("urls %q, want %q", got, want)
 	}
 }
+
+// A JSON body is one JSON object and nothing else, with a number for ttl (the README's
+// shape): a string ttl, data after the object and a second object get 400 naming the
+// problem; trailing whitespace and a whole number in exponent notation are fine; a ttl too
+// large for any clock is capped like any other above auth.max_ttl.
+func TestICEServersBodyIsStrict(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct{ body, contains string }{
+		{`{"ttl":"60"}`, "ttl must be a whole number, not a string"},
+		{`{"ttl":60} garbage`, "more data after the object"},
+		{`{"ttl":60}{"ttl":70}`, "more data after the object"},
+		{`{"ttl":60}]`, "more data after the object"},
+		{`null`, "one JSON object"},
+		{`"ttl"`, "not a JSON object"},
+		{`{"user":7}`, "user must be a string, not a number"},
+		{`{"transports":"udp"}`, "transports must be an array, not a string"},
+		{`{"ttl":1.5}`, "ttl must be a positive whole number"},
+	} {
+		rec := f.do(t, "POST", "/v1/ice-servers", tc.body)
+		e := decode[apiError](t, rec)
+		if rec.Code != 400 || !strings.Contains(e.Error.Message, tc.contains) {
+			t.Errorf("%s: %d %q, want 400 saying %q", tc.body, rec.Code, e.Error.Message, tc.contains)
+		}
+	}
+	for body, ttl := range map[string]int64{"{\"ttl\":60}\n \t": 60, `{"ttl":3.6e3}`: 3600, `{"ttl":1e30}`: 86400,
+		`{"ttl":100000000000000000000}`: 86400} {
+		rec := f.do(t, "POST", "/v1/ice-servers", body)
+		if c := decode[RTCConfiguration](t, rec); rec.Code != 200 || c.TTL != ttl {
+			t.Errorf("%q: %d ttl %d, want 200 with ttl %d", body, rec.Code, c.TTL, ttl)
+		}
+	}
+}

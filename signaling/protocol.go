@@ -79,7 +79,7 @@ var errBadMessage = errors.New("bad message")
 func decodeMessage(data []byte) (inbound, error) {
 	var m inbound
 	if err := json.Unmarshal(data, &m); err != nil {
-		return inbound{}, fmt.Errorf("%w: not a JSON object", errBadMessage)
+		return inbound{}, fmt.Errorf("%w: %s", errBadMessage, jsonProblem(err)) // a field of the wrong type says which
 	}
 	bad := func(why string) (inbound, error) { return inbound{}, fmt.Errorf("%w: %s", errBadMessage, why) }
 	switch m.Type {

@@ -81,3 +81,24 @@ func TestDecodeMessageShapes(t *testing.T) {
 		}
 	}
 }
+
+// A message with a field of the wrong type says which field and what it needs (it said
+// "not a JSON object" for {"sdp":5} before); what is not an object still says so.
+func TestDecodeMessageNamesTheWrongField(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"type":"offer","to":"p1","sdp":5}`:     "bad message: sdp must be a string, not a number",
+		`{"type":"offer","to":["p1"],"sdp":"x"}`: "bad message: to must be a string, not an array",
+		`{"type":5}`:                             "bad message: type must be a string, not a number",
+		`{"type":"name","name":{"first":"A"}}`:   "bad message: name must be a string, not an object",
+		`{"type":"admit","id":true}`:             "bad message: id must be a string, not true or false",
+		`[1,2]`:                                  "bad message: not a JSON object",
+		`"offer"`:                                "bad message: not a JSON object",
+		`{"type":"ping"} trailing`:               "bad message: syntax error at byte",
+		`{"type":"ping"`:                         "bad message: the JSON ends too early",
+	} {
+		_, err := decodeMessage([]byte(in))
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", in, err, want)
+		}
+	}
+}

@@ -513,6 +513,36 @@ func TestCreateRoomAPI(t *testing.T) {
 	}
 }
 
+// POST /v1/rooms reads one JSON object strictly (a number for ttl, nothing after the
+// object) and says what is wrong: a ttl beyond any clock is above rooms.max_ttl, not
+// "negative" (it overflowed before).
+func TestCreateRoomBodyIsStrict(t *testing.T) {
+	e := newRoomEnv(t)
+	for body, want := range map[string]string{
+		`{"ttl":"60"}`:                          "ttl must be a whole number, not a string",
+		`{"ttl":60} garbage`:                    "more data after the object",
+		`{"ttl":60}{"ttl":70}`:                  "more data after the object",
+		`[]`:                                    "not a JSON object",
+		`{"maxGuests":1.5}`:                     "maxGuests must be a whole number, not a fraction",
+		`{"hostName":["Dr. X"]}`:                "hostName must be a string, not an array",
+		`{"ttl":1e18}`:                          "ttl is above rooms.max_ttl",
+		`{"ttl":1000000000000000000}`:           "ttl is above rooms.max_ttl",
+		`{"ttl":99999999999999999999999999}`:    "ttl is above rooms.max_ttl",
+		`{"ttl":86401}`:                         "ttl is above rooms.max_ttl: the room may be open at most 24h0m0s",
+		`{"validFrom":"2026-11-29T14:00:00Z"}x`: "more data after the object",
+	} {
+		resp, data := e.post(t, body)
+		var er apiError
+		mustJSON(t, data, &er)
+		if resp.StatusCode != 400 || !strings.Contains(er.Error.Message, want) {
+			t.Errorf("%s: %s %q, want 400 saying %q", body, resp.Status, er.Error.Message, want)
+		}
+	}
+	if resp, data := e.post(t, `{"ttl":86400}`+"\n"); resp.StatusCode != 201 {
+		t.Errorf("ttl of rooms.max_ttl, newline after: %s %s", resp.Status, data)
+	}
+}
+
 // While Ferry drains, rooms it holds go on (a participant joins, messages are relayed, a
 // dropped one reconnects), POST /v1/rooms answers 503 and a room it does not hold is refused
 // with 1013 (try again later), counted as "draining".

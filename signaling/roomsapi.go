@@ -1,9 +1,9 @@
 package signaling
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -68,6 +68,8 @@ func CreateRoom(tokens *auth.RoomTokens, p LinkPolicy, s RoomSpec, now time.Time
 		return bad("give validUntil or ttl, not both")
 	case s.TTL < 0:
 		return bad("ttl must be positive")
+	case s.TTL > p.MaxTTL:
+		return bad("ttl is above rooms.max_ttl: the room may be open at most %s", p.MaxTTL)
 	case until.IsZero():
 		until = from.Add(cmpOr(s.TTL, p.DefaultTTL).Round(time.Second))
 	}
@@ -138,10 +140,8 @@ func (h *Handler) createRoom(w http.ResponseWriter, r *http.Request) {
 	}
 	var req roomRequest
 	if len(body) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(body)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "body is not the expected JSON object: "+jsonProblem(err))
+		if err := decodeBody(body, &req); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 			return
 		}
 	}
@@ -185,7 +185,7 @@ func (q roomRequest) spec() (RoomSpec, error) {
 		if err != nil {
 			return s, errors.New("ttl must be a positive whole number of seconds")
 		}
-		s.TTL = time.Duration(secs) * time.Second
+		s.TTL = time.Duration(min(secs, int64(math.MaxInt64/time.Second))) * time.Second // no overflow: CreateRoom refuses it
 	}
 	if q.HostName != nil {
 		s.HostName = *q.HostName
