@@ -370,11 +370,30 @@ var errRedis = errors.New("cluster: rooms: Redis")
 // change runs rooms.lua for q and applies the room's new state here; its error is a code of
 // rooms.lua (as a refusal error) or errRedis.
 func (r *Rooms) change(ctx context.Context, q roomRequest) (*stateMsg, error) {
-	q.Inst, q.Now = r.inst, unixMilli(time.Now())
-	q.Grace = r.lim.ReconnectGrace.Milliseconds()
 	if q.Names == nil {
 		q.Names = r.names(q.Room)
 	}
+	out, err := r.script(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	var fail struct {
+		Err string `json:"err"`
+	}
+	if json.Unmarshal(out, &fail) == nil && fail.Err != "" {
+		return nil, codeError(fail.Err)
+	}
+	var m stateMsg
+	if err := json.Unmarshal(out, &m); err != nil {
+		return nil, fmt.Errorf("cluster: rooms: %w", err)
+	}
+	return &m, nil
+}
+
+// script runs rooms.lua for q, from this instance now; errors are errRedis.
+func (r *Rooms) script(ctx context.Context, q roomRequest) ([]byte, error) {
+	q.Inst, q.Now = r.inst, unixMilli(time.Now())
+	q.Grace = r.lim.ReconnectGrace.Milliseconds()
 	body, err := json.Marshal(q)
 	if err != nil {
 		return nil, err
@@ -385,17 +404,27 @@ func (r *Rooms) change(ctx context.Context, q roomRequest) (*stateMsg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errRedis, err)
 	}
-	var fail struct {
-		Err string `json:"err"`
+	return []byte(out), nil
+}
+
+// Admissible implements signaling.Rooms with join's rules in rooms.lua (op check), which
+// reads the room and changes nothing.
+func (r *Rooms) Admissible(ctx context.Context, t signaling.Ticket) error {
+	out, err := r.script(ctx, roomRequest{Op: "check", Room: t.Room, Key: t.Key, JTI: t.OneVisit, Names: map[string]string{}})
+	if err != nil {
+		r.log.Warn("room check failed: Redis cannot be reached", "err", err)
+		return signaling.ErrUnavailable
 	}
-	if json.Unmarshal([]byte(out), &fail) == nil && fail.Err != "" {
-		return nil, codeError(fail.Err)
+	var res struct {
+		OK string `json:"ok"`
 	}
-	var m stateMsg
-	if err := json.Unmarshal([]byte(out), &m); err != nil {
-		return nil, fmt.Errorf("cluster: rooms: %w", err)
+	if err := json.Unmarshal(out, &res); err != nil || res.OK == "" {
+		return fmt.Errorf("cluster: rooms: check: unexpected answer")
 	}
-	return &m, nil
+	if res.OK == "ok" {
+		return nil
+	}
+	return joinRefusal(codeError(res.OK))
 }
 
 // codeError is a refusal by rooms.lua.

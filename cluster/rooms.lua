@@ -85,6 +85,21 @@ local function reap()
   end
 end
 
+-- check answers whether join() would let a link in as far as the room's state goes (the
+-- connection test's GET /v1/rooms/{room}/ice-servers), changing nothing: 'ended', 'denied',
+-- 'link_used', or 'ok' (also when the room is not held, or the link's participant is still
+-- here: it would take its place over).
+local function check()
+  if not room or room.u <= now then return 'ok' end
+  if room.e then return 'ended' end
+  if room.den[req.key] then return 'denied' end
+  for _, p in pairs(room.p) do
+    if p.k == req.key and (alive(p.i) or (p.a and now - (p.at or 0) < req.grace)) then return 'ok' end
+  end
+  if req.jti ~= '' and room.used[req.jti] then return 'link_used' end
+  return 'ok'
+end
+
 local function actor()
   if not room then return nil end
   local a = room.p[req.pid]
@@ -202,6 +217,8 @@ local function restore()
   end
   return nil
 end
+
+if req.op == 'check' then return cjson.encode({ok = check()}) end
 
 local err
 if req.op == 'join' then err = join() elseif req.op == 'restore' then err = restore() else err = act() end

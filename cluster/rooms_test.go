@@ -335,3 +335,92 @@ func TestRoomsSurviveARedisRestart(t *testing.T) {
 		}
 	}
 }
+
+// Admissible answers with join's rules from the room's shared state, on any instance and
+// without changing it: a denied link, a used one-visit link (once its participant has
+// gone) and any link of an ended room are refused with the close code a join gets; a room
+// not held and a link whose participant is still in the room are not; Redis down is
+// ErrUnavailable, never a silent yes.
+func TestAdmissibleAcrossInstances(t *testing.T) {
+	srv := redistest.Start(t)
+	c := newClient(t, srv)
+	a := newRooms(t, c, "a", signaling.MemoryRoomsConfig{})
+	b := newRooms(t, c, "b", signaling.MemoryRoomsConfig{})
+	ctx := context.Background()
+	refusal := func(r *Rooms, tk signaling.Ticket) int {
+		t.Helper()
+		err := r.Admissible(ctx, tk)
+		if err == nil {
+			return 0
+		}
+		var ref *signaling.Refusal
+		if !errors.As(err, &ref) {
+			t.Fatalf("Admissible: %v", err)
+		}
+		return ref.Close.Code
+	}
+	if code := refusal(a, ticket("room2", auth.RoleGuest, "k-x", "")); code != 0 {
+		t.Fatalf("a room nobody holds: refused %d", code)
+	}
+	host, hc := join(t, a, ticket("room2", auth.RoleHost, "k-host", ""))
+	hc.expect(signaling.TypeWelcome)
+
+	denied := ticket("room2", auth.RoleGuest, "k-denied", "")
+	_, gc := join(t, b, denied)
+	gw := gc.expect(signaling.TypeWelcome).Joined
+	hc.expect(signaling.TypeKnock)
+	if err := host.Deny(ctx, gw.ID); err != nil {
+		t.Fatal(err)
+	}
+	gc.expect(signaling.TypeDenied)
+	for name, r := range map[string]*Rooms{"a": a, "b": b} {
+		if code := refusal(r, denied); code != signaling.CloseDenied.Code {
+			t.Errorf("instance %s: a denied link: %d, want %d", name, code, signaling.CloseDenied.Code)
+		}
+	}
+	if code := refusal(b, ticket("room2", auth.RoleGuest, "k-other", "")); code != 0 {
+		t.Errorf("another link refused: %d", code)
+	}
+
+	once := ticket("room2", auth.RoleGuest, "k-once", "")
+	once.OneVisit = "interpreter-1"
+	visit, oc := join(t, b, once)
+	oc.expect(signaling.TypeWelcome)
+	if code := refusal(a, once); code != 0 {
+		t.Errorf("a one-visit link whose participant is in the room: %d", code)
+	}
+	visit.Leave(true) // written to Redis before it returns
+	if code := refusal(a, once); code != signaling.CloseLinkUsed.Code {
+		t.Errorf("a used one-visit link: %d, want %d", code, signaling.CloseLinkUsed.Code)
+	}
+	if _, err := b.Join(ctx, once, newConn(t)); !isRefusal(err, signaling.CloseLinkUsed.Code) {
+		t.Errorf("join of the used link: %v", err)
+	}
+
+	if err := host.End(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for hc.next().Type != signaling.TypeEnded { // past the knock and peer-left of the others
+	}
+	for _, tk := range []signaling.Ticket{ticket("room2", auth.RoleHost, "k-host", ""), ticket("room2", auth.RoleGuest, "k-new", "")} {
+		if code := refusal(b, tk); code != signaling.CloseEnded.Code {
+			t.Errorf("%s of an ended room: %d, want %d", tk.Key, code, signaling.CloseEnded.Code)
+		}
+	}
+	keys, _ := c.Keys(ctx, "ferry:room:*").Result()
+	before, _ := c.Get(ctx, keys[0]).Result()
+	_ = refusal(a, denied)
+	if after, _ := c.Get(ctx, keys[0]).Result(); after != before {
+		t.Errorf("Admissible changed the room:\n%s\n%s", before, after)
+	}
+
+	srv.Stop()
+	if err := a.Admissible(ctx, denied); !errors.Is(err, signaling.ErrUnavailable) {
+		t.Errorf("with Redis down: %v, want ErrUnavailable", err)
+	}
+}
+
+func isRefusal(err error, code int) bool {
+	var ref *signaling.Refusal
+	return errors.As(err, &ref) && ref.Close.Code == code
+}

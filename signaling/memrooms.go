@@ -156,11 +156,8 @@ func (m *MemoryRooms) room(t Ticket) (*room, error) {
 			byKey: map[string]*participant{}, oneVisit: map[string]bool{}, denied: map[string]bool{}}
 		m.rooms[t.Room] = r
 	}
-	if r.ended {
-		return nil, &Refusal{CloseEnded}
-	}
-	if r.denied[t.Key] {
-		return nil, &Refusal{CloseDenied}
+	if err := r.refusal(t); err != nil {
+		return nil, err
 	}
 	if t.ValidUntil.After(r.validUntil) {
 		r.validUntil = t.ValidUntil
@@ -175,11 +172,35 @@ func (m *MemoryRooms) room(t Ticket) (*room, error) {
 	return r, nil
 }
 
-// admitNew checks the room's limits and the one-visit rule for a new participant.
-func (m *MemoryRooms) admitNew(r *room, t Ticket) (*participant, error) {
-	if t.OneVisit != "" && r.oneVisit[t.OneVisit] {
-		return nil, &Refusal{CloseLinkUsed}
+// refusal is why the room refuses t's link (Join's rules), or nil: the room was ended, the
+// link was denied, or it is a used one-visit link whose participant has gone (a link whose
+// participant is still here takes its place over).
+func (r *room) refusal(t Ticket) error {
+	switch {
+	case r.ended:
+		return &Refusal{CloseEnded}
+	case r.denied[t.Key]:
+		return &Refusal{CloseDenied}
+	case r.byKey[t.Key] != nil:
+		return nil
+	case t.OneVisit != "" && r.oneVisit[t.OneVisit]:
+		return &Refusal{CloseLinkUsed}
 	}
+	return nil
+}
+
+// Admissible implements Rooms.
+func (m *MemoryRooms) Admissible(_ context.Context, t Ticket) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r := m.rooms[t.Room]; r != nil {
+		return r.refusal(t)
+	}
+	return nil
+}
+
+// admitNew checks the room's limits for a new participant and records its one-visit link.
+func (m *MemoryRooms) admitNew(r *room, t Ticket) (*participant, error) {
 	waiting := t.Role == auth.RoleGuest && !m.cfg.NoWaitingRoom
 	admitted, queued := r.counts()
 	if waiting && queued >= m.cfg.Waiting || !waiting && admitted >= r.capacity {

@@ -79,6 +79,14 @@ func (h *Handler) roomICEServers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many requests for this link")
 		return
 	}
+	if err := h.cfg.Rooms.Rooms.Admissible(r.Context(), h.ticketOf(claims, token)); err != nil {
+		status, code, msg := admissionAnswer(err)
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "5")
+		}
+		writeError(w, status, code, msg)
+		return
+	}
 	b := make([]byte, 9)
 	_, _ = rand.Read(b)
 	servers, cred, err := h.iceConfig("check-"+hex.EncodeToString(b), min(CheckCredentialTTL, h.cfg.Rooms.CredentialTTL), h.cfg.URLs)

@@ -153,3 +153,70 @@ func TestRoomICEServers(t *testing.T) {
 		t.Errorf("route counted %v times", v)
 	}
 }
+
+// iceCheck asks the connection test's ICE servers with token and returns the status and
+// the error code ("" on success).
+func (e *roomEnv) iceCheck(t *testing.T, token string) (int, string) {
+	t.Helper()
+	resp, body := get(t, e.srv.URL+"/v1/rooms/"+e.room+"/ice-servers", "Authorization", "Bearer "+token)
+	var er apiError
+	_ = json.Unmarshal(body, &er)
+	if resp.StatusCode != http.StatusOK && (er.Error.Code == "" || er.Error.Message == "") {
+		t.Fatalf("%s without a JSON error: %s", resp.Status, body)
+	}
+	return resp.StatusCode, er.Error.Code
+}
+
+// The connection test's ICE servers refuse the links the WebSocket refuses for the room's
+// state, with the close code's reason: a denied link (403 denied, as close 4406), a used
+// one-visit link (403 link_used, 4411), any link of an ended room (410 ended, 4410). A
+// one-visit link whose participant is still in the room is its own reconnect: served.
+func TestRoomICEServersRefuseWhatTheRoomRefuses(t *testing.T) {
+	e := newRoomEnv(t)
+	hostTok := e.token(t, auth.RoleHost)
+	h, _ := e.join(t, hostTok, StateAdmitted)
+
+	denied := e.token(t, auth.RoleGuest)
+	if st, code := e.iceCheck(t, denied); st != http.StatusOK {
+		t.Fatalf("a guest before joining: %d %s", st, code)
+	}
+	g, w := e.join(t, denied, StateWaiting)
+	h.expect(t, TypeKnock)
+	h.send(t, msg{"type": "deny", "id": w.str("you")})
+	g.expect(t, TypeDenied)
+	g.expectClose(t, CloseDenied.Code)
+	h.expect(t, TypePeerLeft)
+	if st, code := e.iceCheck(t, denied); st != http.StatusForbidden || code != CloseDenied.Label {
+		t.Errorf("a denied link: %d %s, want 403 denied", st, code)
+	}
+	e.dial(t, denied).expectClose(t, CloseDenied.Code)
+	if st, _ := e.iceCheck(t, e.token(t, auth.RoleGuest)); st != http.StatusOK {
+		t.Errorf("another guest's link is refused too: %d", st)
+	}
+
+	once := e.token(t, auth.RoleGuest, func(c *auth.RoomClaims) { c.OneVisit = "interpreter-1" })
+	i, w := e.join(t, once, StateWaiting)
+	h.expect(t, TypeKnock)
+	if st, code := e.iceCheck(t, once); st != http.StatusOK {
+		t.Errorf("a one-visit link whose participant is in the room: %d %s", st, code)
+	}
+	h.send(t, msg{"type": "admit", "id": w.str("you")})
+	i.expect(t, TypeAdmitted)
+	h.expect(t, TypePeerJoined)
+	_ = i.ws.Close(1000, "done")
+	h.expect(t, TypePeerLeft)
+	if st, code := e.iceCheck(t, once); st != http.StatusForbidden || code != CloseLinkUsed.Label {
+		t.Errorf("a used one-visit link: %d %s, want 403 link_used", st, code)
+	}
+	e.dial(t, once).expectClose(t, CloseLinkUsed.Code)
+
+	h.send(t, msg{"type": "end"})
+	h.expect(t, TypeEnded)
+	h.expectClose(t, CloseEnded.Code)
+	for name, tok := range map[string]string{"host": hostTok, "new guest": e.token(t, auth.RoleGuest)} {
+		if st, code := e.iceCheck(t, tok); st != http.StatusGone || code != CloseEnded.Label {
+			t.Errorf("%s of an ended room: %d %s, want 410 ended", name, st, code)
+		}
+	}
+	e.dial(t, hostTok).expectClose(t, CloseEnded.Code)
+}

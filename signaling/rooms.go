@@ -18,6 +18,14 @@ type Rooms interface {
 	// connected or within the reconnect grace, takes over that place: same id, same state;
 	// the old connection is closed with CloseReplaced. Errors are *Refusal.
 	Join(ctx context.Context, t Ticket, c Conn) (Session, error)
+	// Admissible says whether Join would let the ticket's link in as far as the room's
+	// state goes, joining nothing: a *Refusal with CloseEnded (the room was ended),
+	// CloseDenied (a host denied this link) or CloseLinkUsed (a one-visit link whose
+	// participant has gone); nil otherwise, also for a room not held now and for a link
+	// whose participant is still in the room (Join would let it take its place over).
+	// ErrUnavailable when the rooms' shared store cannot be reached. Room size is not
+	// checked: a full room has place again later.
+	Admissible(ctx context.Context, t Ticket) error
 	// Close ends every room without notifying anyone and stops every timer.
 	Close() error
 }

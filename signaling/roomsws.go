@@ -224,10 +224,15 @@ func (h *Handler) ticket(room, token string) (Ticket, *CloseReason) {
 	case claims.Room != room:
 		return Ticket{}, &CloseWrongRoom
 	}
+	return h.ticketOf(claims, token), nil
+}
+
+// ticketOf is the ticket of a verified token with its claims.
+func (h *Handler) ticketOf(claims auth.RoomClaims, token string) Ticket {
 	sum := sha256.Sum256([]byte(token))
 	return Ticket{Room: claims.Room, Role: claims.Role, Name: claims.Name, Key: hex.EncodeToString(sum[:]),
 		OneVisit: claims.OneVisit, ValidUntil: claims.Expires, MaxGuests: claims.MaxGuests,
-		ExistingOnly: h.draining.Load()}, nil
+		ExistingOnly: h.draining.Load()}
 }
 
 // refuse closes a connection that never joined, and counts why.

@@ -128,6 +128,9 @@ async function retryMedia() {
 
 // ---- connection test ----
 
+// What the connection test's refusals (the WebSocket's 4406, 4411, 4410) say.
+const REFUSED_TEXT = { denied: 'ended.denied', link_used: 'ended.used', ended: 'ended.ended' };
+
 async function runConnTest() {
   const rows = { udp: 'test-udp', tcp: 'test-tcp', tls: 'test-tls' };
   for (const id of Object.values(rows)) { const r = document.querySelector(`[data-testid="${id}"]`); r.textContent = t('test.running'); delete r.dataset.ok; }
@@ -138,6 +141,8 @@ async function runConnTest() {
       headers: { Authorization: 'Bearer ' + token }, cache: 'no-store', credentials: 'omit', referrerPolicy: 'no-referrer',
     });
     const body = await res.json();
+    const refused = body.error && REFUSED_TEXT[body.error.code];
+    if (refused) { endWith(refused); return; } // the room refuses this link: joining would too
     if (!res.ok) throw new Error(body.error ? body.error.message : res.statusText);
     const out = await conntest.run(body.iceServers || []);
     for (const [tr, id] of Object.entries(rows)) {
