@@ -59,11 +59,14 @@ func (h *Handler) roomICEServers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "missing room token (Authorization: Bearer <token>)")
 		return
 	}
-	claims, err := h.cfg.Rooms.Tokens.Verify(token)
+	claims, err := h.roomToken(token)
 	switch {
 	case errors.Is(err, auth.ErrTokenNotYetValid): // claims are filled in
 	case errors.Is(err, auth.ErrTokenExpired):
 		writeError(w, http.StatusUnauthorized, "token_expired", "the room link has expired")
+		return
+	case errors.Is(err, errTokenTooLong):
+		writeError(w, http.StatusUnauthorized, "token_invalid", "invalid room token: "+strings.TrimPrefix(err.Error(), errTokenTooLong.Error()+": "))
 		return
 	case err != nil:
 		writeError(w, http.StatusUnauthorized, "token_invalid", "invalid room token")

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -289,6 +290,57 @@ func TestRoomRefusalCloseCodes(t *testing.T) {
 	q.expect(t, TypeWelcome)
 	if e.closes("token_expired") != 1 || e.closes("wrong_room") != 2 || e.closes("bad_request") != 2 {
 		t.Fatalf("refusals not counted: %v %v %v", e.closes("token_expired"), e.closes("wrong_room"), e.closes("bad_request"))
+	}
+}
+
+// A token valid for longer than the server allows rooms to be (exp more than rooms.max_ttl
+// after nbf, or after now once nbf has passed or without one; nbf more than 366 days
+// ahead) is a bad token: close 4401 with a reason that says so, and 401 token_invalid from
+// the connection test's ICE servers. Before, exp 1e15 joined with validUntil in the year
+// 31690708, which is not RFC 3339. What POST /v1/rooms mints, and a token minted with a
+// back-dated nbf, still join.
+func TestRoomTokenValidityWithinMaxTTL(t *testing.T) {
+	e := newRoomEnv(t) // rooms.max_ttl: 24 h
+	now := e.clock.Now()
+	for name, mutate := range map[string]func(*auth.RoomClaims){
+		"exp 1e15":           func(c *auth.RoomClaims) { c.Expires = time.Unix(1e15, 0) },
+		"no nbf, 25 h":       func(c *auth.RoomClaims) { c.NotBefore, c.Expires = time.Time{}, now.Add(25*time.Hour) },
+		"opens in 1 h, 25 h": func(c *auth.RoomClaims) { c.NotBefore, c.Expires = now.Add(time.Hour), now.Add(26*time.Hour) },
+		"opens in 400 days": func(c *auth.RoomClaims) {
+			c.NotBefore, c.Expires = now.Add(400*24*time.Hour), now.Add(400*24*time.Hour+time.Hour)
+		},
+		"nbf 1e15, exp beyond": func(c *auth.RoomClaims) { c.NotBefore, c.Expires = time.Unix(1e15, 0), time.Unix(1e15+3600, 0) },
+	} {
+		tok := e.token(t, auth.RoleHost, mutate)
+		if reason := e.dial(t, tok).expectClose(t, CloseTokenBad.Code); !strings.Contains(reason, "rooms.max_ttl") {
+			t.Errorf("%s: close reason %q does not name rooms.max_ttl", name, reason)
+		}
+		if st, code := e.iceCheck(t, tok); st != http.StatusUnauthorized || code != "token_invalid" {
+			t.Errorf("%s: connection test %d %s, want 401 token_invalid", name, st, code)
+		}
+	}
+	for name, mutate := range map[string]func(*auth.RoomClaims){
+		"exactly rooms.max_ttl":  func(c *auth.RoomClaims) { c.NotBefore, c.Expires = now, now.Add(24*time.Hour) },
+		"back-dated nbf":         func(c *auth.RoomClaims) { c.NotBefore, c.Expires = now.Add(-time.Hour), now.Add(24*time.Hour) },
+		"issuer's clock 20 s on": func(c *auth.RoomClaims) { c.NotBefore, c.Expires = time.Time{}, now.Add(24*time.Hour+20*time.Second) },
+	} {
+		tok := e.token(t, auth.RoleHost, mutate)
+		if st, code := e.iceCheck(t, tok); st != http.StatusOK {
+			t.Errorf("%s: connection test %d %s", name, st, code)
+		}
+		c := e.dial(t, tok)
+		w := c.expect(t, TypeWelcome)
+		if _, err := time.Parse(time.RFC3339, w.str("validUntil")); err != nil {
+			t.Errorf("%s: validUntil %q: %v", name, w.str("validUntil"), err)
+		}
+		_ = c.ws.Close(1000, "")
+	}
+	later := e.token(t, auth.RoleHost, func(c *auth.RoomClaims) {
+		c.NotBefore, c.Expires = now.Add(300*24*time.Hour), now.Add(300*24*time.Hour+24*time.Hour)
+	})
+	e.dial(t, later).expectClose(t, CloseNotYet.Code)
+	if e.closes("token_invalid") != 5 {
+		t.Errorf("%v refusals counted as token_invalid, want 5", e.closes("token_invalid"))
 	}
 }
 

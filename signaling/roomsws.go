@@ -211,13 +211,17 @@ func (h *Handler) serveRoomWS(w http.ResponseWriter, r *http.Request) {
 
 // ticket verifies token for room; a refusal says why not.
 func (h *Handler) ticket(room, token string) (Ticket, *CloseReason) {
-	claims, err := h.cfg.Rooms.Tokens.Verify(token)
+	claims, err := h.roomToken(token)
 	switch {
 	case errors.Is(err, auth.ErrTokenExpired):
 		return Ticket{}, &CloseTokenExpiry
 	case errors.Is(err, auth.ErrTokenNotYetValid):
 		why := CloseNotYet
 		why.Reason = "room opens at " + claims.NotBefore.UTC().Format(time.RFC3339)
+		return Ticket{}, &why
+	case errors.Is(err, errTokenTooLong):
+		why := CloseTokenBad
+		why.Reason = tooLongReason
 		return Ticket{}, &why
 	case err != nil:
 		return Ticket{}, &CloseTokenBad
