@@ -169,7 +169,7 @@ func TestB07WaitingRoomLeaksBeforeAdmission(t *testing.T) {
 	}
 	h, hw := e.join(t, e.token(t, auth.RoleHost), StateAdmitted)
 	hid := hw.str("you")
-	if k := h.expect(t, TypeKnock); k.str("id") != gid || k.str("name") != evil {
+	if k := h.expect(t, TypeKnock); k.str("id") != gid || k.str("role") != auth.RoleGuest || k.str("name") != evil {
 		t.Fatalf("knock delivered on connect: %v (the name must pass as the same literal text)", k)
 	}
 	g.quiet(t) // still waiting: no peer-joined, no host id
