@@ -44,7 +44,8 @@ const noPeerConnectionJS = `window.__pcs.every((pc) => pc.connectionState === 'c
 // no SDP, candidate or id crosses, and Ferry relays no byte; admit brings the call up
 // within 10 s; return closes both PeerConnections within 2 s and puts the guest back in the
 // waiting room with its preview; admit again; deny closes the guest's socket with 4406 and
-// stops its camera and microphone. The name shows as text and runs nothing.
+// stops its camera and microphone; reloaded, the denied link's page ends at once (its
+// connection test is refused too). The name shows as text and runs nothing.
 func TestB07WaitingRoomInTheBrowser(t *testing.T) {
 	e := startPageFerry(t, "  page:\n    enabled: true\n")
 	hostLink, guestLink := e.room(t)
@@ -113,6 +114,14 @@ func TestB07WaitingRoomInTheBrowser(t *testing.T) {
 		t.Errorf("guest sees %v", got)
 	}
 	host.waitJS(`window.__pcs.every((pc) => pc.connectionState === 'closed') && !document.querySelector('[data-testid=knock]')`, 2*time.Second, "the host's side closed")
+	// Denied for good: reloaded, the page's connection test is refused (403 denied) and the
+	// page says so at once, its camera off, without a WebSocket or a Join button to press.
+	guest.eval(`setTimeout(() => location.reload(), 0), true`)
+	guest.waitJS(`document.body.dataset.view === 'ended' && document.getElementById('ended-text').dataset.reason === 'ended.denied'`, 15*time.Second, "the reloaded page of a denied link ends at once")
+	guest.waitJS(`window.__tracks.every((t) => t.readyState === 'ended')`, 2*time.Second, "camera and microphone stopped after the reload")
+	if n := guest.eval(`window.__ws.length`); n != float64(0) {
+		t.Errorf("the reloaded page of a denied link opened %v WebSockets", n)
+	}
 	if got := host.eval(`window.__pwned === undefined`); got != true {
 		t.Fatal("the knock name ran script in the host's page")
 	}
