@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/ferryrelay/ferry/check"
 	"github.com/ferryrelay/ferry/signaling"
 )
@@ -394,6 +395,54 @@ userdb=%s
 	return 0
 }
 
+// checkPageLayout asserts that the check page is one column at a phone's, a small laptop's
+// and a desktop's width: the results table spans at least 80 % of the window, no word of
+// its headers, transports, results and times is broken across lines (URLs and addresses
+// may be), and nothing scrolls sideways. (At 900 and 1280 px the page used to keep the consultation
+// page's two-column grid: left half empty, "Tra/ns/po/rt" in the right one.)
+func checkPageLayout(t *testing.T, tb *tab) {
+	t.Helper()
+	type layout struct {
+		Ratio    float64
+		Broken   []string
+		Overflow bool
+	}
+	for _, w := range []int64{1280, 900, 360} {
+		if err := chromedp.Do(tb.ctx, chromedp.EmulateViewport(w, 900)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := evalJS[layout](tb, `(() => {
+			const table = document.querySelector('[data-testid=results]');
+			const probe = document.createElement('span');
+			probe.style.cssText = 'position: absolute; visibility: hidden; white-space: nowrap';
+			const broken = [];
+			for (const c of table.querySelectorAll('th, td:not(.url)')) {
+				const cs = getComputedStyle(c);
+				const inner = c.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+				probe.style.font = cs.font;
+				const words = c.cloneNode(true);
+				words.querySelectorAll('.url').forEach((u) => u.remove()); // URLs and addresses may break
+				for (const word of words.textContent.split(/\s+/).filter(Boolean)) {
+					probe.textContent = word;
+					c.append(probe);
+					if (probe.getBoundingClientRect().width > inner + 0.5) broken.push(word);
+					probe.remove();
+				}
+			}
+			const wrap = table.parentElement;
+			return { ratio: table.getBoundingClientRect().width / window.innerWidth, broken,
+				overflow: wrap.scrollWidth > wrap.clientWidth || document.documentElement.scrollWidth > window.innerWidth };
+		})()`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Ratio < 0.8 || len(got.Broken) > 0 || got.Overflow {
+			t.Errorf("at %d px: the results table spans %.0f %% of the window (want ≥ 80 %%), broken words %q, sideways scrolling %v",
+				w, 100*got.Ratio, got.Broken, got.Overflow)
+		}
+	}
+}
+
 // The /check page, opened from a `ferry check-link` link in Chromium against a Ferry on
 // loopback with rooms turned off (the page works on its own), reports a relay candidate for
 // UDP, TCP and TLS with its time, lists the candidates, and writes the report for IT.
@@ -438,6 +487,7 @@ func TestCheckPageInChromium(t *testing.T) {
 		t.Fatalf("verdict %v, relay protocols %v, report:\n%s", verdict, relays, report)
 	}
 	t.Logf("check page report:\n%s", report)
+	checkPageLayout(t, tb)
 	// German on request, results kept.
 	tb.click("lang")
 	if lang, heading := tb.eval(`document.documentElement.lang`), tb.eval(`document.querySelector('h1').textContent`); lang != "de" || heading != "Verbindungsprüfung" ||

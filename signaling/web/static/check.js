@@ -17,9 +17,12 @@ function parse(url) {
   return { url, transport: tr, host: m[1], port: m[2] ? Number(m[2]) : (tr === 'tls' ? 5349 : 3478) };
 }
 
-function cell(text) {
+// cell is a table cell; cls 'url' lets a long URL or address break anywhere, 'nowrap'
+// keeps a short label ("UDP 3478", "12 ms") on one line; other text wraps between words.
+function cell(text, cls) {
   const td = document.createElement('td');
   td.textContent = text;
+  if (cls) td.className = cls;
   return td;
 }
 
@@ -43,8 +46,8 @@ function addCandidate(p, c, ms) {
   tr.dataset.type = c.type || '';
   // Chromium leaves relayProtocol empty for UDP relays; each probe has one URL, so it is the URL's.
   const proto = c.type === 'relay' ? (c.relayProtocol || p.transport) : '';
-  tr.append(cell(`${ms} ms`), cell(p.url), cell(c.type || ''), cell(proto),
-    cell(c.address ? `${c.address}:${c.port}` : c.candidate));
+  tr.append(cell(`${ms} ms`, 'nowrap'), cell(p.url, 'url'), cell(c.type || ''), cell(proto),
+    cell(c.address ? `${c.address}:${c.port}` : c.candidate, 'url'));
   $('cands').append(tr);
 }
 
@@ -61,7 +64,12 @@ function showRow(row, p, res) {
   if (!res) { result.textContent = t('check.running'); row.querySelector('.ms').textContent = ''; return; }
   if (res.ok) {
     row.dataset.ms = String(res.ms);
-    result.textContent = t('check.ok', { addr: res.candidate.address ? `${res.candidate.address}:${res.candidate.port}` : '' });
+    // The address may break anywhere (an IPv6 one is long); the words around it stay whole.
+    const addr = document.createElement('span');
+    addr.className = 'url';
+    addr.textContent = res.candidate.address ? `${res.candidate.address}:${res.candidate.port}` : '';
+    const [before, after = ''] = t('check.ok', { addr: '\u0000' }).split('\u0000');
+    result.replaceChildren(before, addr, after);
     row.querySelector('.ms').textContent = `${res.ms} ms`;
   } else {
     result.textContent = t('check.fail', { s: 6 });
@@ -120,11 +128,9 @@ async function runAll() {
       tr.dataset.testid = `row-${p.transport}-${p.port}`;
       tr.dataset.transport = p.transport;
       tr.dataset.port = String(p.port);
-      const res = cell('');
-      res.className = 'result';
-      const ms = cell('');
-      ms.className = 'ms';
-      tr.append(cell(label(p)), cell(p.url), res, ms);
+      const res = cell('', 'result');
+      const ms = cell('', 'ms');
+      tr.append(cell(label(p), 'nowrap'), cell(p.url, 'url'), res, ms);
       $('rows').append(tr);
       showRow(tr, p, null);
       return tr;
