@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
 	"unicode/utf8"
 )
 
@@ -196,7 +195,8 @@ func (a *Authenticator) Issue(userID string, ttl time.Duration) (Credential, err
 }
 
 // ValidateUserID returns ErrBadUserID (wrapped with the cause) when id cannot be embedded in
-// a TURN username: longer than MaxUserIDLen bytes, not UTF-8, or containing control characters.
+// a TURN username: longer than MaxUserIDLen bytes, not UTF-8, or containing control or
+// direction characters (as display names; they could disguise it in the allocation log).
 func ValidateUserID(id string) error {
 	if len(id) > MaxUserIDLen {
 		return fmt.Errorf("%w: longer than %d bytes", ErrBadUserID, MaxUserIDLen)
@@ -205,8 +205,8 @@ func ValidateUserID(id string) error {
 		return fmt.Errorf("%w: not valid UTF-8", ErrBadUserID)
 	}
 	for _, r := range id {
-		if unicode.IsControl(r) {
-			return fmt.Errorf("%w: contains a control character", ErrBadUserID)
+		if disguising(r) {
+			return fmt.Errorf("%w: contains a control or direction character", ErrBadUserID)
 		}
 	}
 	return nil

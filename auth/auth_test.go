@@ -255,3 +255,18 @@ func TestUserIDMatchesLookup(t *testing.T) {
 		}
 	}
 }
+
+// A user id goes into the TURN username and the allocation log: no control or direction
+// characters (a right-to-left override would make it read as another), as for display names.
+func TestValidateUserID(t *testing.T) {
+	for _, bad := range []string{"a\x00b", "consult\n4711", "pat\u202Eient", "x\u2066y", "\u200Fz", string([]byte{0xff})} {
+		if err := ValidateUserID(bad); !errors.Is(err, ErrBadUserID) {
+			t.Errorf("%q: %v, want ErrBadUserID", bad, err)
+		}
+	}
+	for _, ok := range []string{"consult-4711", "Müller", "patient:with:colons", "診察"} {
+		if err := ValidateUserID(ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+}

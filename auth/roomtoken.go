@@ -245,7 +245,7 @@ func ValidateDisplayName(name string) error {
 		return fmt.Errorf("longer than %d characters", MaxNameRunes)
 	}
 	for _, r := range name {
-		if unicode.IsControl(r) || r >= 0x202A && r <= 0x202E || r >= 0x2066 && r <= 0x2069 || r == 0x200E || r == 0x200F {
+		if disguising(r) {
 			return errors.New("contains a control or direction character")
 		}
 	}
@@ -253,6 +253,13 @@ func ValidateDisplayName(name string) error {
 		return errors.New("has leading or trailing space")
 	}
 	return nil
+}
+
+// disguising reports control characters and the bidirectional marks, embeddings, overrides
+// and isolates (U+200E-200F, U+202A-202E, U+2066-2069), which could make a text read as
+// another in a log or on a page.
+func disguising(r rune) bool {
+	return unicode.IsControl(r) || r >= 0x202A && r <= 0x202E || r >= 0x2066 && r <= 0x2069 || r == 0x200E || r == 0x200F
 }
 
 // NewRoomID returns a fresh room id: 128 random bits, base64url (22 characters). It carries

@@ -277,20 +277,7 @@ func (e *clusterEnv) roomAcrossInstances(t *testing.T, relays map[int]*ferryProc
 	host.send(t, map[string]any{"type": "offer", "to": gid, "sdp": offer.SDP})
 	go pumpSignals(t, guest, guestPC)
 	go pumpSignals(t, host, hostPC)
-	select {
-	case msg := <-got:
-		if msg != "hello across two instances" {
-			t.Fatalf("data channel: %q", msg)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no data through the relay (host %s, guest %s)", hostPC.ConnectionState(), guestPC.ConnectionState())
-	}
-	for name, pc := range map[string]*webrtc.PeerConnection{"host": hostPC, "guest": guestPC} {
-		pair, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
-		if err != nil || pair == nil || pair.Local.Typ != webrtc.ICECandidateTypeRelay || pair.Remote.Typ != webrtc.ICECandidateTypeRelay {
-			t.Fatalf("%s: selected pair %v (%v), want relay -> relay", name, pair, err)
-		}
-	}
+	expectRelayedCall(t, got, "hello across two instances", hostPC, guestPC)
 	if after := metricValue(t, relay, `ferry_turn_relayed_bytes_total{direction="client_to_peer",transport="udp"}`); after <= before {
 		t.Fatalf("the room's relay relayed nothing (%v -> %v bytes)", before, after)
 	}

@@ -173,20 +173,7 @@ api:
 	}
 	go pumpSignals(t, guest, guestPC)
 	go pumpSignals(t, host, hostPC)
-	select {
-	case msg := <-got:
-		if msg != "hello through Ferry" {
-			t.Fatalf("data channel: %q", msg)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no data through the relay (host %s, guest %s)", hostPC.ConnectionState(), guestPC.ConnectionState())
-	}
-	for name, pc := range map[string]*webrtc.PeerConnection{"host": hostPC, "guest": guestPC} {
-		pair, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
-		if err != nil || pair == nil || pair.Local.Typ != webrtc.ICECandidateTypeRelay || pair.Remote.Typ != webrtc.ICECandidateTypeRelay {
-			t.Fatalf("%s: selected pair %v (%v), want relay -> relay", name, pair, err)
-		}
-	}
+	expectRelayedCall(t, got, "hello through Ferry", hostPC, guestPC)
 	host.send(t, map[string]any{"type": "end"})
 
 	scrape, _ := httpGet(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", p.adminPort))
@@ -262,4 +249,24 @@ func httpGet(t *testing.T, u string) (string, int) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b), resp.StatusCode
+}
+
+// expectRelayedCall waits for want on the guest's data channel (got) and checks that both
+// sides' selected candidate pairs are relay to relay.
+func expectRelayedCall(t *testing.T, got <-chan string, want string, hostPC, guestPC *webrtc.PeerConnection) {
+	t.Helper()
+	select {
+	case msg := <-got:
+		if msg != want {
+			t.Fatalf("data channel: %q, want %q", msg, want)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no data through the relay (host %s, guest %s)", hostPC.ConnectionState(), guestPC.ConnectionState())
+	}
+	for name, pc := range map[string]*webrtc.PeerConnection{"host": hostPC, "guest": guestPC} {
+		pair, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+		if err != nil || pair == nil || pair.Local.Typ != webrtc.ICECandidateTypeRelay || pair.Remote.Typ != webrtc.ICECandidateTypeRelay {
+			t.Fatalf("%s: selected pair %v (%v), want relay -> relay", name, pair, err)
+		}
+	}
 }

@@ -290,12 +290,19 @@ func TestC19AddressFamilies(t *testing.T) {
 	if code, r := cx.allocate(cred.Username, cred.Password, requestedFamily(2)); code != 0 || !r.Addr().Is6() {
 		t.Fatalf("(c) %d %s", code, r)
 	}
-	// (d) ADDITIONAL-ADDRESS-FAMILY IPv6: dual allocation is not offered, IPv4 only.
-	cd := env.dial(t, "udp")
-	cred = env.cred(t, "u-c19d", time.Hour)
-	code, rd := cd.allocate(cred.Username, cred.Password, stun.RawAttribute{Type: 0x8000, Value: []byte{2, 0, 0, 0}})
-	if code != 0 || !rd.Addr().Is4() {
-		t.Fatalf("(d) %d %s", code, rd)
+	// (d) ADDITIONAL-ADDRESS-FAMILY IPv6: dual allocation is not offered: IPv4 only, and
+	// ADDRESS-ERROR-CODE says 440 for IPv6 (RFC 8656 §7.2), over either listener.
+	for _, listener := range []net.Addr{env.udp, env.udp6} {
+		cd := dialClient(t, "udp", listener, "")
+		cred = env.cred(t, "u-c19d", time.Hour)
+		code, rd := cd.allocate(cred.Username, cred.Password, stun.RawAttribute{Type: 0x8000, Value: []byte{2, 0, 0, 0}})
+		if code != 0 || !rd.Addr().Is4() {
+			t.Fatalf("(d) over %s: %d %s", listener, code, rd)
+		}
+		aec, err := cd.last.Get(0x8001)
+		if err != nil || len(aec) < 4 || aec[0] != 0x02 || int(aec[2]&7)*100+int(aec[3]) != 440 {
+			t.Fatalf("(d) over %s: ADDRESS-ERROR-CODE %x (%v), want IPv6 440", listener, aec, err)
+		}
 	}
 	// (f) both family attributes: 400.
 	cf := env.dial(t, "udp")

@@ -192,6 +192,27 @@ func TestC10MalformedSTUN(t *testing.T) {
 		}
 	}
 
+	// Authenticated requests with an attribute of the wrong size get 400, not a reading of
+	// the attribute as absent: LIFETIME (4 bytes) on Allocate and Refresh, EVEN-PORT (1 byte).
+	for _, network := range transports {
+		c, _ := env.allocated(t, network, "u-c10-sizes")
+		for _, n := range []int{0, 2, 5} {
+			if code, _ := c.do(stun.MethodRefresh, raw(stun.AttrLifetime, n)); code != 400 {
+				t.Errorf("%s: Refresh with a %d-byte LIFETIME: %d, want 400", network, n, code)
+			}
+		}
+		fresh := env.dial(t, network)
+		cred := env.cred(t, "u-c10-sizes", time.Hour)
+		for _, a := range []stun.RawAttribute{raw(stun.AttrLifetime, 3), raw(stun.AttrEvenPort, 5), raw(stun.AttrEvenPort, 0)} {
+			if code, _ := fresh.allocate(cred.Username, cred.Password, a); code != 400 {
+				t.Errorf("%s: Allocate with a %d-byte %s: %d, want 400", network, len(a.Value), a.Type, code)
+			}
+		}
+		if code, _ := c.do(stun.MethodRefresh, lifetime(600)); code != 0 {
+			t.Errorf("%s: the allocation did not survive the malformed Refreshes: %d", network, code)
+		}
+	}
+
 	close(stop)
 	wg.Wait()
 	if sent == 0 || got != sent {

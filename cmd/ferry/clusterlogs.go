@@ -204,17 +204,28 @@ func notDone(cmd string, results []cluster.Result) error {
 	return fmt.Errorf("%s --cluster: %d of %d node(s) NOT DONE; run it again once they answer", cmd, n, len(results))
 }
 
+// dsrRequestOf is the request a node's admin listener gets for filter.
+func dsrRequestOf(filter alloclog.Filter) dsrRequest {
+	req := dsrRequest{User: filter.UserID}
+	if filter.IP.IsValid() {
+		req.IP = filter.IP.String()
+	}
+	if !filter.Since.IsZero() {
+		req.Since = filter.Since.UTC().Format(time.RFC3339Nano)
+	}
+	if !filter.Until.IsZero() {
+		req.Until = filter.Until.UTC().Format(time.RFC3339Nano)
+	}
+	return req
+}
+
 // runClusterErase is `ferry logs erase --cluster`: a line per node.
 func runClusterErase(cmd *cobra.Command, filter alloclog.Filter) error {
 	f, err := loadConfig(cmd)
 	if err != nil {
 		return err
 	}
-	req := dsrRequest{User: filter.UserID}
-	if filter.IP.IsValid() {
-		req.IP = filter.IP.String()
-	}
-	results, err := clusterRequest(cmd.Context(), f, dsrErasePath, req)
+	results, err := clusterRequest(cmd.Context(), f, dsrErasePath, dsrRequestOf(filter))
 	if err != nil {
 		return fmt.Errorf("logs erase: %w", err)
 	}
@@ -254,17 +265,7 @@ func runClusterExport(cmd *cobra.Command, filter alloclog.Filter) error {
 	if err != nil {
 		return err
 	}
-	req := dsrRequest{User: filter.UserID}
-	if filter.IP.IsValid() {
-		req.IP = filter.IP.String()
-	}
-	if !filter.Since.IsZero() {
-		req.Since = filter.Since.UTC().Format(time.RFC3339Nano)
-	}
-	if !filter.Until.IsZero() {
-		req.Until = filter.Until.UTC().Format(time.RFC3339Nano)
-	}
-	results, err := clusterRequest(cmd.Context(), f, dsrExportPath, req)
+	results, err := clusterRequest(cmd.Context(), f, dsrExportPath, dsrRequestOf(filter))
 	if err != nil {
 		return fmt.Errorf("logs export: %w", err)
 	}

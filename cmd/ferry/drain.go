@@ -34,7 +34,7 @@ func (s *server) run(ctx context.Context, sigs <-chan os.Signal) {
 		case sig := <-sigs:
 			switch {
 			case sig == syscall.SIGHUP:
-				_ = s.reload()
+				_, _ = s.reload()
 			case d != nil:
 				s.log.Warn("second signal during the drain: stopping now", "signal", sig.String(),
 					"allocations", s.relay.AllocationCount())

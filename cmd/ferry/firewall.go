@@ -181,11 +181,21 @@ func serverRules(f *config.File, udp []int, stream map[int][]string, relayRange 
 		out = append(out, fwRule{Protocol: "udp", Ports: joinPorts(udp), Purpose: "TURN and STUN"})
 	}
 	tcp := sortedKeys(stream)
-	if pts := listenPorts([]string{f.HTTP.Listen}); len(pts) > 0 && !slices.Contains(tcp, pts[0]) {
-		tcp = append(tcp, pts[0])
+	var what []string
+	if len(listenPorts(f.TURN.TCPListen)) > 0 {
+		what = append(what, "TURN over TCP")
+	}
+	if len(listenPorts(f.TURN.TLSListen)) > 0 {
+		what = append(what, "TURN over TLS")
+	}
+	if pts := listenPorts([]string{f.HTTP.Listen}); len(pts) > 0 {
+		if !slices.Contains(tcp, pts[0]) {
+			tcp = append(tcp, pts[0])
+		}
+		what = append(what, map[bool]string{true: "HTTPS", false: "HTTP"}[f.HTTP.TLSCertFile != "" || slices.Contains(f.TURN.TLSListen, f.HTTP.Listen)])
 	}
 	if len(tcp) > 0 {
-		out = append(out, fwRule{Protocol: "tcp", Ports: joinPorts(tcp), Purpose: "TURN over TCP and TLS, HTTPS"})
+		out = append(out, fwRule{Protocol: "tcp", Ports: joinPorts(tcp), Purpose: strings.Join(what, ", ")})
 	}
 	return append(out, fwRule{Protocol: "udp", Ports: relayRange, Purpose: "relayed transport addresses (one per allocation): the whole range"})
 }

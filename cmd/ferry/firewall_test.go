@@ -72,7 +72,8 @@ func TestFirewallCommand(t *testing.T) {
 	_ = json.Unmarshal([]byte(out), &p)
 	warn := strings.Join(p.Warnings, "\n")
 	if !strings.Contains(warn, "no TURN on TCP 443") || !strings.Contains(warn, "relay.bind_ip is in a private range") ||
-		p.Clinic[0].Ports != "3478" || p.Clinic[0].Need != needRequired || p.Clinic[len(p.Clinic)-1].Purpose != "the consultation page and API (HTTP)" {
+		p.Clinic[0].Ports != "3478" || p.Clinic[0].Need != needRequired || p.Clinic[len(p.Clinic)-1].Purpose != "the consultation page and API (HTTP)" ||
+		p.Server[1].Purpose != "TURN over TCP, HTTP" {
 		t.Fatalf("defaults: %s", out)
 	}
 }

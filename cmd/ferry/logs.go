@@ -109,7 +109,7 @@ func newLogsQueryCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "query (--ip A | --user U | --since T [--until T]) [--format json|csv] [--cluster]",
 		Aliases: []string{"export"},
-		Short:   "Export the records about an IP address, a user or a time range (GDPR Art. 15/20)",
+		Short:   "Export the records about an IP address, a user or a time range (GDPR Art. 15/20; alias: export)",
 		Long: "Export the records about an IP address, a user or a time range (GDPR Art. 15/20).\n" +
 			"With --cluster, every node of the cluster (cluster.redis_url) is asked through its admin\n" +
 			"listener, and the answer is JSON with one section per node; a node that does not answer\n" +

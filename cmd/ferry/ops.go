@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,10 @@ type opsStatus struct {
 	Status      string   `json:"status"`                // reloaded, failed, draining, serving
 	Problems    []string `json:"problems,omitempty"`    // why a reload failed
 	Allocations *int     `json:"allocations,omitempty"` // live allocations (drain)
+	// A reload's changes, and the file the server reads ("" when it runs without one).
+	Applied    []string `json:"applied,omitempty"`
+	Restart    []string `json:"restart_needed,omitempty"`
+	ConfigFile *string  `json:"config_file,omitempty"`
 }
 
 // adminHandler adds the operator's actions to the admin listener: POST /-/reload reloads
@@ -34,11 +39,13 @@ func (s *server) adminHandler(next http.Handler) http.Handler {
 		if !opsRequest(w, r, http.MethodPost) {
 			return
 		}
-		if err := s.reload(); err != nil {
-			writeOps(w, http.StatusInternalServerError, opsStatus{Status: "failed", Problems: reloadProblems(err)})
+		file := s.configFile()
+		rep, err := s.reload()
+		if err != nil {
+			writeOps(w, http.StatusInternalServerError, opsStatus{Status: "failed", Problems: reloadProblems(err), ConfigFile: &file})
 			return
 		}
-		writeOps(w, http.StatusOK, opsStatus{Status: "reloaded"})
+		writeOps(w, http.StatusOK, opsStatus{Status: "reloaded", Applied: rep.Applied, Restart: rep.Restart, ConfigFile: &file})
 	})
 	mux.HandleFunc("/-/drain", func(w http.ResponseWriter, r *http.Request) {
 		if !opsRequest(w, r, http.MethodPost, http.MethodGet) {
@@ -97,7 +104,10 @@ func newReloadCmd() *cobra.Command {
 			"process in server.pid_file. Use the same --config as the server.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, localErr := opsConfig(cmd)
+			f, localErr, err := opsConfig(cmd)
+			if err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			if base := adminURL(f); base != "" {
 				st, code, err := callAdmin(cmd.Context(), http.MethodPost, base+"/-/reload")
@@ -107,7 +117,7 @@ func newReloadCmd() *cobra.Command {
 				if code != http.StatusOK {
 					return fmt.Errorf("reload refused: the running configuration stays:\n  - %s", strings.Join(st.Problems, "\n  - "))
 				}
-				fmt.Fprintln(out, "configuration reloaded")
+				printReload(out, cmd.ErrOrStderr(), st, configOptions(cmd).Path)
 				return nil
 			}
 			if localErr != nil { // the server's answer goes to its log only: say it here
@@ -138,7 +148,10 @@ func newDrainCmd() *cobra.Command {
 			"what remains (a Kubernetes preStop hook). Uses the admin listener, else server.pid_file.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, _ := opsConfig(cmd)
+			f, _, err := opsConfig(cmd)
+			if err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			base := adminURL(f)
 			if base == "" {
@@ -169,15 +182,43 @@ func newDrainCmd() *cobra.Command {
 	return cmd
 }
 
+// printReload tells what a reload did: the settings applied, those waiting for a restart,
+// and a warning when the server reads another file than the one this command was given
+// (a reload re-reads the server's own configuration, never the command's).
+func printReload(out, errw io.Writer, st opsStatus, given string) {
+	file := ""
+	if st.ConfigFile != nil {
+		file = *st.ConfigFile
+	}
+	if abs, err := filepath.Abs(given); given != "" && err == nil && file != "" && abs != file {
+		fmt.Fprintf(errw, "warning: the server reads %s, not %s; it re-read its own file\n", file, given)
+	}
+	if given != "" && file == "" && st.ConfigFile != nil {
+		fmt.Fprintf(errw, "warning: the server runs without a configuration file (only the secret files in its data "+
+			"directory are read again); to use %s, restart it with --config %s\n", given, given)
+	}
+	switch {
+	case len(st.Applied) == 0:
+		fmt.Fprintln(out, "configuration reloaded: nothing that a reload applies had changed")
+	default:
+		fmt.Fprintf(out, "configuration reloaded: applied %s\n", strings.Join(st.Applied, ", "))
+	}
+	if len(st.Restart) > 0 {
+		fmt.Fprintf(errw, "warning: changed, but they take effect only when Ferry restarts: %s\n", strings.Join(st.Restart, ", "))
+	}
+}
+
 // opsConfig loads the configuration to find the server; a configuration that does not
 // validate here still names its admin listener (the server's own answer is what counts), and
-// its problems are returned.
-func opsConfig(cmd *cobra.Command) (*config.File, error) {
+// its problems are returned. A file that cannot be read or parsed names nothing: usable is
+// then false and the error says why.
+func opsConfig(cmd *cobra.Command) (f *config.File, problems error, usable error) {
 	f, err := loadConfig(cmd)
 	if f == nil {
-		f = &config.File{}
+		return &config.File{}, err, fmt.Errorf("cannot find the running server (admin.listen, server.pid_file) "+
+			"in a configuration that does not load; the server was not asked:\n%w", err)
 	}
-	return f, err
+	return f, err, nil
 }
 
 // adminURL is the base URL of the admin listener, on loopback when it listens on every

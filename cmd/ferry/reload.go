@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -34,15 +35,19 @@ var reloadable = []string{
 // listenerKeys are the listener addresses: the ports stay open across a reload.
 var listenerKeys = []string{"turn.udp_listen", "turn.tcp_listen", "turn.tls_listen", "http.listen", "admin.listen"}
 
+// reloadReport says what a reload changed: the settings it applied, and those that changed
+// in the file but wait for a restart (listener addresses among them).
+type reloadReport struct{ Applied, Restart []string }
+
 // reload reads the configuration again from where it came from at start (the same file,
 // environment and flags) and applies what can change while Ferry runs (reloadable), all or
 // nothing: an invalid configuration, a secret file that cannot be read or a certificate
 // that does not load keeps the running configuration, logs every problem and counts the
 // failure. Allocations and rooms go on either way.
-func (s *server) reload() error {
+func (s *server) reload() (reloadReport, error) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	err := s.applyReload()
+	rep, err := s.applyReload()
 	s.ops.Reloaded(err == nil, time.Now())
 	if err != nil {
 		problems := reloadProblems(err)
@@ -51,7 +56,19 @@ func (s *server) reload() error {
 			s.log.Error("reload: " + p)
 		}
 	}
-	return err
+	return rep, err
+}
+
+// configFile is the absolute path of the file the server reads its configuration from, ""
+// when it runs without one.
+func (s *server) configFile() string {
+	if s.opts.Path == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(s.opts.Path); err == nil {
+		return abs
+	}
+	return s.opts.Path
 }
 
 // reloadProblems splits a reload error into its problems, one per configuration mistake.
@@ -68,31 +85,31 @@ func reloadProblems(err error) []string {
 	return out
 }
 
-func (s *server) applyReload() error {
+func (s *server) applyReload() (reloadReport, error) {
 	old := s.conf.Load()
 	f, err := config.Load(s.opts)
 	if err != nil {
-		return err
+		return reloadReport{}, err
 	}
 	plan, err := s.prepareReload(f)
 	if err != nil {
-		return err
+		return reloadReport{}, err
 	}
 	s.applyPlan(plan)
 	s.conf.Store(f)
 
 	applied, later := splitChanges(changedKeys(old, f))
 	listeners := slices.DeleteFunc(slices.Clone(later), func(k string) bool { return !slices.Contains(listenerKeys, k) })
-	later = slices.DeleteFunc(later, func(k string) bool { return slices.Contains(listenerKeys, k) })
+	others := slices.DeleteFunc(slices.Clone(later), func(k string) bool { return slices.Contains(listenerKeys, k) })
 	s.log.Info("configuration reloaded", "applied", strings.Join(applied, ","))
 	if len(listeners) > 0 {
 		s.log.Warn("listener addresses changed: the ports stay as they are until Ferry restarts "+
 			"(a restart drains first: systemctl restart ferry)", "keys", strings.Join(listeners, ","))
 	}
-	if len(later) > 0 {
-		s.log.Warn("these settings changed but take effect only when Ferry restarts", "keys", strings.Join(later, ","))
+	if len(others) > 0 {
+		s.log.Warn("these settings changed but take effect only when Ferry restarts", "keys", strings.Join(others, ","))
 	}
-	return nil
+	return reloadReport{Applied: applied, Restart: later}, nil
 }
 
 // reloadPlan is a loaded and checked configuration, ready to apply: applying it cannot fail.

@@ -110,3 +110,39 @@ func TestSecretNew(t *testing.T) {
 		t.Fatalf("secret %q (%v), then %q", a, err, b)
 	}
 }
+
+// ferry reload says what the server applied, what waits for a restart, and when the server
+// reads another file than the one given (it re-reads its own, never the command's).
+func TestPrintReload(t *testing.T) {
+	file, none := "/etc/ferry/ferry.yaml", ""
+	for _, c := range []struct {
+		st            opsStatus
+		given         string
+		out, warnings []string
+	}{
+		{opsStatus{Status: "reloaded", ConfigFile: &file}, file,
+			[]string{"nothing that a reload applies had changed"}, nil},
+		{opsStatus{Status: "reloaded", Applied: []string{"api.keys"}, Restart: []string{"relay.port_min"}, ConfigFile: &file}, file,
+			[]string{"applied api.keys"}, []string{"take effect only when Ferry restarts: relay.port_min"}},
+		{opsStatus{Status: "reloaded", ConfigFile: &file}, "/tmp/other.yaml",
+			nil, []string{"the server reads /etc/ferry/ferry.yaml, not /tmp/other.yaml"}},
+		{opsStatus{Status: "reloaded", ConfigFile: &none}, "/tmp/other.yaml",
+			nil, []string{"runs without a configuration file", "restart it with --config /tmp/other.yaml"}},
+	} {
+		var out, warn strings.Builder
+		printReload(&out, &warn, c.st, c.given)
+		for _, w := range c.out {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%+v: output %q lacks %q", c.st, out.String(), w)
+			}
+		}
+		for _, w := range c.warnings {
+			if !strings.Contains(warn.String(), w) {
+				t.Errorf("%+v: warnings %q lack %q", c.st, warn.String(), w)
+			}
+		}
+		if c.warnings == nil && warn.Len() > 0 {
+			t.Errorf("%+v: unexpected warnings %q", c.st, warn.String())
+		}
+	}
+}

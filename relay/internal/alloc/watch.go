@@ -81,13 +81,22 @@ func (w *watchSlots) lookup(token uint64) *Allocation {
 
 // RelayReader reads the relay sockets an event loop watches: one per loop, not shared.
 type RelayReader struct {
-	t  *Table
-	pr *peerReader
+	t    *Table
+	pr   *peerReader
+	got  int                   // datagrams the last read returned
+	read func(fd uintptr) bool // r.tryRead, bound once: a closure per read would allocate
 }
 
 // NewRelayReader returns the relay socket reader of one event loop.
 func (t *Table) NewRelayReader() *RelayReader {
-	return &RelayReader{t: t, pr: newPeerReader(t)}
+	r := &RelayReader{t: t, pr: newPeerReader(t)}
+	r.read = r.tryRead
+	return r
+}
+
+func (r *RelayReader) tryRead(fd uintptr) bool {
+	r.got, _ = r.pr.r.TryRead(fd, r.pr.in)
+	return true
 }
 
 // Readable reads one batch from the relay socket of token, if it is still open, and relays
@@ -97,12 +106,9 @@ func (r *RelayReader) Readable(token uint64) {
 	if a == nil || a.relay == nil {
 		return
 	}
-	n := 0
-	if err := a.relay.rc.Read(func(fd uintptr) bool {
-		n, _ = r.pr.r.TryRead(fd, r.pr.in)
-		return true
-	}); err != nil || n <= 0 {
+	r.got = 0
+	if err := a.relay.rc.Read(r.read); err != nil || r.got <= 0 {
 		return
 	}
-	r.pr.deliver(a, n)
+	r.pr.deliver(a, r.got)
 }

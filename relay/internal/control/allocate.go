@@ -11,8 +11,17 @@ import (
 	"github.com/pion/stun/v4"
 )
 
-// attrAdditionalAddressFamily is ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.11).
-const attrAdditionalAddressFamily stun.AttrType = 0x8000
+// ADDITIONAL-ADDRESS-FAMILY and ADDRESS-ERROR-CODE (RFC 8656 §18.11, §18.12).
+const (
+	attrAdditionalAddressFamily stun.AttrType = 0x8000
+	attrAddressErrorCode        stun.AttrType = 0x8001
+)
+
+// noDualAllocation is the ADDRESS-ERROR-CODE answering ADDITIONAL-ADDRESS-FAMILY: the IPv6
+// part of a dual allocation, which Ferry does not offer, fails with 440 while the IPv4 part
+// is granted (RFC 8656 §7.2). Family (IPv6), 13 reserved bits, class 4, number 40, reason.
+var noDualAllocation = stun.RawAttribute{Type: attrAddressErrorCode,
+	Value: append([]byte{0x02, 0x00, 0x04, 40}, "Address Family not Supported"...)}
 
 // IP protocol numbers of REQUESTED-TRANSPORT (RFC 8656 §18.7, RFC 6062 §6.2.2).
 const (
@@ -47,6 +56,9 @@ func (h *Handler) allocate(r *request) {
 	if req.ReserveNext {
 		attrs = append(attrs, stun.RawAttribute{Type: stun.AttrReservationToken, Value: token[:]})
 	}
+	if r.m.Contains(attrAdditionalAddressFamily) {
+		attrs = append(attrs, noDualAllocation)
+	}
 	attrs = append(attrs, alloc.XORAddr(stun.AttrXORMappedAddress, r.src.Key.Client))
 	r.alloc = a // the answer is remembered for a retransmission
 	r.succeed(a, attrs...)
@@ -73,11 +85,14 @@ func (h *Handler) allocationRequest(r *request) (alloc.Request, stun.ErrorCode) 
 	case v[0] != protoUDP:
 		return req, stun.CodeUnsupportedTransProto
 	}
+	if !wellFormedLifetime(m) {
+		return req, stun.CodeBadRequest
+	}
 	if m.Contains(stun.AttrReservationToken) && (m.Contains(stun.AttrEvenPort) || m.Contains(stun.AttrRequestedAddressFamily)) {
 		return req, stun.CodeBadRequest // RFC 8656 §7.2 step 4, §7.2 step 5
 	}
 	if v, err := m.Get(stun.AttrEvenPort); err == nil {
-		if len(v) < 1 {
+		if len(v) != 1 { // RFC 8656 §18.6: one byte
 			return req, stun.CodeBadRequest
 		}
 		req.EvenPort, req.ReserveNext = true, v[0]&0x80 != 0
@@ -95,14 +110,19 @@ func (h *Handler) allocationRequest(r *request) (alloc.Request, stun.ErrorCode) 
 
 // family picks the relayed address family (RFC 8656 §7.2): REQUESTED-ADDRESS-FAMILY when
 // given (440 if not configured); otherwise IPv4 with StrictAddressFamily, else the family of
-// the listener the client used. ADDITIONAL-ADDRESS-FAMILY (IPv6) is accepted, but dual
-// allocation is not offered: the allocation is IPv4 only.
+// the listener the client used. ADDITIONAL-ADDRESS-FAMILY (IPv6) asks for IPv4 and IPv6:
+// dual allocation is not offered, so the allocation is IPv4 only and its answer says so
+// (noDualAllocation).
 func (h *Handler) family(r *request) (int, stun.ErrorCode) {
 	m := r.m
 	if aaf, err := m.Get(attrAdditionalAddressFamily); err == nil {
 		if m.Contains(stun.AttrRequestedAddressFamily) || len(aaf) != 4 || aaf[0] != 0x02 {
 			return 0, stun.CodeBadRequest
 		}
+		if !h.table.HasFamily(4) {
+			return 0, stun.CodeAddrFamilyNotSupported
+		}
+		return 4, 0
 	}
 	fam := 4
 	if v, err := m.Get(stun.AttrRequestedAddressFamily); err == nil {
@@ -169,6 +189,13 @@ func requestedLifetime(m *stun.Message) (uint32, bool) {
 	return binary.BigEndian.Uint32(v), true
 }
 
+// wellFormedLifetime reports whether m has no LIFETIME or a 4-byte one (RFC 8656 §18.4); a
+// malformed one gets 400 rather than being taken as absent.
+func wellFormedLifetime(m *stun.Message) bool {
+	v, err := m.Get(stun.AttrLifetime)
+	return err != nil || len(v) == 4
+}
+
 // lifetimeAttr is a LIFETIME attribute in whole seconds (RFC 8656 §18.4).
 func lifetimeAttr(d time.Duration) stun.RawAttribute {
 	v := make([]byte, 4)
@@ -181,6 +208,10 @@ func lifetimeAttr(d time.Duration) stun.RawAttribute {
 // allocation's gets 443.
 func (h *Handler) refresh(r *request) {
 	a := r.alloc
+	if !wellFormedLifetime(r.m) {
+		r.fail(stun.CodeBadRequest)
+		return
+	}
 	if v, err := r.m.Get(stun.AttrRequestedAddressFamily); err == nil {
 		if len(v) != 4 || (v[0] == 0x01) != (a.Family() == 4) {
 			r.fail(stun.CodePeerAddrFamilyMismatch)

@@ -15,9 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// A client's ChannelData is dispatched and relayed without allocating: the reader's lookup
-// by 5-tuple, the outbox and the send.
-func TestDispatchAllocatesNothing(t *testing.T) {
+// newTestListeners returns Listeners over a fresh table and control plane (no sockets), and a
+// peer on 127.0.0.2 that reads and discards what it gets.
+func newTestListeners(t *testing.T) (*Listeners, *net.UDPConn) {
+	t.Helper()
 	st, err := stats.New(prometheus.NewRegistry(), true)
 	if err != nil {
 		t.Fatal(err)
@@ -28,13 +29,35 @@ func TestDispatchAllocatesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer table.Close()
+	t.Cleanup(table.Close)
 	a, _ := auth.New(auth.Config{Secrets: []string{"0123456789abcdef"}, MaxTTL: time.Hour})
 	ctrl, err := control.New(control.Config{Realm: "r", Auth: a, Table: table, Stats: st})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &Listeners{cfg: Config{Table: table, Control: ctrl, Stats: st}}
+	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			if _, err := sink.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { _ = sink.Close(); <-done })
+	return &Listeners{cfg: Config{Table: table, Control: ctrl, Stats: st}}, sink
+}
+
+// A client's ChannelData is dispatched and relayed without allocating: the reader's lookup
+// by 5-tuple, the outbox and the send.
+func TestDispatchAllocatesNothing(t *testing.T) {
+	l, sink := newTestListeners(t)
+	table := l.cfg.Table
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -44,19 +67,6 @@ func TestDispatchAllocatesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sink.Close()
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			if _, err := sink.Read(buf); err != nil {
-				return
-			}
-		}
-	}()
 	local := c.LocalAddr().(*net.UDPAddr).AddrPort()
 	client := netip.MustParseAddrPort("127.0.0.1:40000")
 	key := alloc.Key{Transport: wire.UDP, Client: client, Server: local}

@@ -54,6 +54,8 @@ type eventLoop struct {
 	closed atomic.Bool
 	reader *udpReader
 	relay  *alloc.RelayReader
+	got    int                   // datagrams the last listener read returned
+	read   func(fd uintptr) bool // e.tryRead, bound once: a closure per read would allocate
 }
 
 // udpLoops are the event loops of all UDP listener sockets.
@@ -104,6 +106,7 @@ func newEventLoop(l *Listeners) (*eventLoop, error) {
 	e := &eventLoop{l: l, epfd: epfd, wake: wake}
 	e.reader = newUDPReader(l, e)
 	e.relay = l.cfg.Table.NewRelayReader()
+	e.read = e.tryRead
 	if err := e.Watch(wake, tokenWake); err != nil {
 		_ = e.release()
 		return nil, err
@@ -176,15 +179,17 @@ func (e *eventLoop) run() {
 
 // readListener reads one batch from listener socket i and serves it.
 func (e *eventLoop) readListener(i int) {
-	s, u := e.socks[i], e.reader
-	n := 0
-	if err := s.RawConn().Read(func(fd uintptr) bool {
-		n, _ = u.r.TryRead(fd, u.in)
-		return true
-	}); err != nil || n <= 0 {
+	s := e.socks[i]
+	e.got = 0
+	if err := s.RawConn().Read(e.read); err != nil || e.got <= 0 {
 		return
 	}
-	u.batch(s, e.local[i], n)
+	e.reader.batch(s, e.local[i], e.got)
+}
+
+func (e *eventLoop) tryRead(fd uintptr) bool {
+	e.got, _ = e.reader.r.TryRead(fd, e.reader.in)
+	return true
 }
 
 // stop asks the loop to return.
