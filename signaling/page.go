@@ -51,7 +51,9 @@ func (h *Handler) page() *web.Page {
 // token>": short-lived TURN credentials (CheckCredentialTTL) so that a page can test,
 // before it joins, whether a relayed call works from its network. A token for a room that
 // opens later is accepted (patients test ahead of the appointment); an expired one, one for
-// another room or a malformed one gets 401/403. Same shape as the welcome's ICE servers.
+// another room or a malformed one gets 401/403; one the room refuses (Rooms.Admissible:
+// denied, a used one-visit link, an ended room) gets 403/410 with the close code's label,
+// as the WebSocket would close. Same shape as the welcome's ICE servers.
 func (h *Handler) roomICEServers(w http.ResponseWriter, r *http.Request) {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || token == "" {
