@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -180,6 +181,21 @@ func (s *server) gc() {
 	}
 }
 
+// freeUDPAndTCPPort returns a port free for UDP and for TCP on 127.0.0.1 at this moment.
+func freeUDPAndTCPPort() (int, error) {
+	for range 50 {
+		port, err := freePort("udp")
+		if err != nil {
+			return 0, err
+		}
+		if l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+			_ = l.Close()
+			return port, nil
+		}
+	}
+	return 0, errors.New("no port free for both UDP and TCP")
+}
+
 func freePort(network string) (int, error) {
 	switch network {
 	case "udp":
@@ -202,7 +218,7 @@ func freePort(network string) (int, error) {
 // startCoturn runs Debian's turnserver with REST credentials, TLS, two relay threads (one
 // per CPU, its default) and the same peer allowance.
 func startCoturn(bin, dir, cert, key string) (*server, error) {
-	port, err := freePort("udp")
+	port, err := freeUDPAndTCPPort() // coturn listens on both
 	if err != nil {
 		return nil, err
 	}
