@@ -61,7 +61,7 @@ lint: ## gofmt, go vet (also for macOS and Windows: PORTABLE) and staticcheck
 	for os in darwin windows; do GOOS=$$os $(GO) vet $(PORTABLE) || exit 1; done
 	$(GO) run $(STATICCHECK) ./...
 
-bench: ## Benchmarks: Go micro-benchmarks, then Ferry vs coturn vs a raw forwarder (bench/, ~4 min)
+bench: ## Benchmarks: Go micro-benchmarks, then Ferry vs coturn vs a raw forwarder (bench/, ~12 min)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./bench $(BENCH_ARGS)
 
