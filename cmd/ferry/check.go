@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -56,9 +55,7 @@ func newCheckCmd() *cobra.Command {
 			rep := check.RunAll(cmd.Context(), targets, opts)
 			out := cmd.OutOrStdout()
 			if fl.asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
+				if err := printJSON(out, rep); err != nil {
 					return err
 				}
 			} else if err := rep.WriteTable(out); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -31,11 +30,7 @@ func newCheckLinkCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			keys, _, _, err := ensureRoomKeys(f)
-			if err != nil {
-				return err
-			}
-			tokens, err := auth.NewRoomTokens(auth.RoomTokensConfig{Keys: keys})
+			tokens, err := offlineRoomTokens(f)
 			if err != nil {
 				return err
 			}
@@ -45,9 +40,7 @@ func newCheckLinkCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(link)
+				return printJSON(out, link)
 			}
 			fmt.Fprintf(out, "check link:  %s\nvalid until: %s\n", link.URL, link.ExpiresAt.Format(time.RFC3339))
 			return nil

@@ -282,9 +282,7 @@ func runClusterExport(cmd *cobra.Command, filter alloclog.Filter) error {
 		}
 		exp.Nodes = append(exp.Nodes, ne)
 	}
-	enc := json.NewEncoder(cmd.OutOrStdout())
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(exp); err != nil {
+	if err := printJSON(cmd.OutOrStdout(), exp); err != nil {
 		return err
 	}
 	return notDone("logs export", results)

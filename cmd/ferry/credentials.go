@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -49,9 +48,7 @@ func newCredentialsCmd() *cobra.Command {
 			out := cmd.OutOrStdout()
 			if asJSON {
 				// The shape and URLs of /v1/ice-servers, for the configured listeners.
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(signaling.NewRTCConfiguration(configuredURLs(f), c))
+				return printJSON(out, signaling.NewRTCConfiguration(configuredURLs(f), c))
 			}
 			fmt.Fprintf(out, "username: %s\npassword: %s\nexpires:  %s (in %s)\n",
 				c.Username, c.Password, c.Expires.Format(time.RFC3339), c.TTL)

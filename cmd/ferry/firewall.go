@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -60,9 +59,7 @@ func newFirewallCmd() *cobra.Command {
 			}
 			p := firewallPlan(f)
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(p)
+				return printJSON(cmd.OutOrStdout(), p)
 			}
 			return p.write(cmd.OutOrStdout())
 		},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -144,9 +143,7 @@ func newLogsQueryCmd() *cobra.Command {
 			if format == "csv" {
 				return writeCSV(cmd.OutOrStdout(), recs)
 			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			return enc.Encode(recs)
+			return printJSON(cmd.OutOrStdout(), recs)
 		},
 	}
 	ff.add(cmd, true)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -56,11 +57,7 @@ func newRoomCreateCmd() *cobra.Command {
 					return fmt.Errorf("room: %s: %q is not an RFC 3339 time like 2026-11-29T14:00:00Z", t.flag, t.in)
 				}
 			}
-			keys, _, _, err := ensureRoomKeys(f)
-			if err != nil {
-				return err
-			}
-			tokens, err := auth.NewRoomTokens(auth.RoomTokensConfig{Keys: keys})
+			tokens, err := offlineRoomTokens(f)
 			if err != nil {
 				return err
 			}
@@ -70,9 +67,7 @@ func newRoomCreateCmd() *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(links)
+				return printJSON(out, links)
 			}
 			fmt.Fprintf(out, "room:        %s\nvalid:       %s to %s\nhost link:   %s\nguest link:  %s\n",
 				links.Room, links.ValidFrom.Format(time.RFC3339), links.ValidUntil.Format(time.RFC3339),
@@ -175,4 +170,22 @@ func roomsConfig(f *config.File, reg prometheus.Registerer, log *slog.Logger, cn
 		IdleTimeout: r.IdleTimeout, PingInterval: r.PingInterval, MaxMessageBytes: l.MessageBytes,
 		MessageRate: l.MessageRate, MessageBurst: l.MessageBurst, ConnectionsPerIP: l.ConnectionsPerIP,
 		OriginPatterns: origins, Logger: log, Page: page}, nil
+}
+
+// offlineRoomTokens signs room and check links from the configuration's signing keys (or the
+// data directory's generated one), as ferry room create and ferry check-link do without a
+// running server.
+func offlineRoomTokens(f *config.File) (*auth.RoomTokens, error) {
+	keys, _, _, err := ensureRoomKeys(f)
+	if err != nil {
+		return nil, err
+	}
+	return auth.NewRoomTokens(auth.RoomTokensConfig{Keys: keys})
+}
+
+// printJSON writes v as indented JSON, the commands' --json output.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
