@@ -16,7 +16,7 @@ PORTABLE    ?= ./cmd/... ./relay/... ./config/... ./auth/... ./signaling/... ./m
 .PHONY: help build run test test-deps test-short test-browser test-firewall test-b08-quick screenshots fuzz lint bench clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build bin/ferry (the first build compiles every dependency: minutes; each package is listed)
 	@echo "go build -o bin/ferry ./cmd/ferry: the first build compiles every dependency (a few minutes on 2 CPUs), listing each package as it goes; later builds take seconds"
