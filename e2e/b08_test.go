@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -231,11 +232,19 @@ func b08OverLimit(t *testing.T, dir string, limit int64, host, guest *tab) {
 	}
 	sentBefore := guest.eval(`window.__sends.binaryBytes`)
 	guest.setFile(over)
-	guest.waitJS(`[...document.querySelectorAll('[data-testid=transfer][data-state=toolarge]')].some((n) => n.textContent.includes('ist größer als die Grenze'))`, 5*time.Second, "German refusal on the sender")
-	host.waitJS(`document.querySelector('[data-testid=chat-log]').textContent.includes('which is larger than the limit')`, 5*time.Second, "English notice on the receiver")
+	// Sizes in the config's binary units, German with a decimal comma (40000000 bytes: 38,1 MiB).
+	de := strings.Replace(mib(limit+1), ".", ",", 1) + ") ist größer als die Grenze von " + strings.Replace(mib(limit), ".", ",", 1)
+	guest.waitJS(fmt.Sprintf(`[...document.querySelectorAll('[data-testid=transfer][data-state=toolarge]')].some((n) => n.textContent.includes(%q))`, de), 5*time.Second, "German refusal on the sender: "+de)
+	en := mib(limit+1) + "), which is larger than the limit of " + mib(limit)
+	host.waitJS(fmt.Sprintf(`document.querySelector('[data-testid=chat-log]').textContent.includes(%q)`, en), 5*time.Second, "English notice on the receiver: "+en)
 	if got := guest.eval(`window.__sends.binaryBytes`); got != sentBefore {
 		t.Errorf("bytes sent for a refused file: %v -> %v", sentBefore, got)
 	}
+}
+
+// mib is n bytes as the page shows it in English: MiB with at most one decimal.
+func mib(n int64) string {
+	return strings.TrimSuffix(fmt.Sprintf("%.1f", float64(n)/(1<<20)), ".0") + " MiB"
 }
 
 // b08Cancel: the receiver cancels at 40 %; the sender stops within 1 s and the receiver's

@@ -63,16 +63,19 @@ func checkPrivacy(t *testing.T, tb *tab, base string) {
 func TestPageLanguages(t *testing.T) {
 	e := startPageFerry(t, "  page:\n    enabled: true\n")
 	_, guestLink := e.room(t)
+	// The last text is the file limit: the default 100MiB in the config's binary unit (it
+	// once said 104.9 MB).
 	texts := map[string][]string{
-		"de-DE": {"de", "Videosprechstunde", "Beitreten", "Vor dem Beitreten", "English"},
-		"en-US": {"en", "Video consultation", "Join", "Before you join", "Deutsch"},
+		"de-DE": {"de", "Videosprechstunde", "Beitreten", "Vor dem Beitreten", "English", "Dateien bis 100 MiB"},
+		"en-US": {"en", "Video consultation", "Join", "Before you join", "Deutsch", "Files up to 100 MiB"},
 	}
 	tabs := map[string]*tab{}
 	for lang := range texts {
 		tabs[lang] = openTab(t, lang, browserOpts{lang: lang, spki: e.spki})
 		tabs[lang].navigate(guestLink)
 	}
-	const read = `[document.documentElement.lang, document.getElementById('heading').textContent, document.querySelector('[data-testid=join]').textContent, document.getElementById('prejoin-heading').textContent, document.querySelector('[data-testid=lang]').textContent]`
+	const read = `[document.documentElement.lang, document.getElementById('heading').textContent, document.querySelector('[data-testid=join]').textContent, document.getElementById('prejoin-heading').textContent, document.querySelector('[data-testid=lang]').textContent,
+		document.getElementById('file-limit').textContent.split('. ')[0]]`
 	for lang, want := range texts {
 		tb := tabs[lang]
 		tb.waitJS(`document.getElementById('media-status').textContent !== ''`, 15*time.Second, "page ready")

@@ -184,10 +184,14 @@ export function apply(root = document) {
   for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
 }
 
-// formatSize renders bytes for people (MB with one decimal, decimal units).
+// formatSize renders bytes for people in binary units, like the config's sizes
+// (rooms.page.max_file_size 100MiB shows as "100 MiB"; German "1,5 MiB"): at most one
+// decimal, and a value that rounds to 1024 moves up a unit (1048575 bytes: "1 MiB").
 export function formatSize(n) {
-  const units = lang === 'de' ? ['Bytes', 'KB', 'MB', 'GB'] : ['bytes', 'KB', 'MB', 'GB'];
+  const bytes = lang === 'de' ? (n === 1 ? 'Byte' : 'Bytes') : (n === 1 ? 'byte' : 'bytes');
+  const units = [bytes, 'KiB', 'MiB', 'GiB'];
   let i = 0;
-  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
+  // Bytes show whole; a larger unit with one decimal shows 1023.95 and up as 1024.
+  while (i < units.length - 1 && n >= (i === 0 ? 1024 : 1023.95)) { n /= 1024; i++; }
   return new Intl.NumberFormat(lang, { maximumFractionDigits: i === 0 ? 0 : 1 }).format(n) + ' ' + units[i];
 }
