@@ -443,11 +443,10 @@ func checkPageLayout(t *testing.T, tb *tab) {
 	}
 }
 
-// The /check page, opened from a `ferry check-link` link in Chromium against a Ferry on
-// loopback with rooms turned off (the page works on its own), reports a relay candidate for
-// UDP, TCP and TLS with its time, lists the candidates, and writes the report for IT.
-func TestCheckPageInChromium(t *testing.T) {
-	e := startPageFerry(t, "  enabled: false\n")
+// openCheckPage opens a `ferry check-link` link to e's /check page in a new Chromium and
+// waits until the check finished.
+func openCheckPage(t *testing.T, e *pageEnv, o browserOpts) *tab {
+	t.Helper()
 	cmd := exec.Command(ferryBinary(t), "check-link", "--json", "--ttl", "1h", "--config", e.cfg, "--data-dir", e.p.dataDir)
 	cmd.Env = append(os.Environ(), "FERRY_HTTP_LISTEN=127.0.0.1:0")
 	out, err := cmd.Output()
@@ -458,9 +457,18 @@ func TestCheckPageInChromium(t *testing.T) {
 	if err := json.Unmarshal(out, &link); err != nil || !strings.Contains(link.URL, "/check#t=") {
 		t.Fatalf("ferry check-link --json: %v\n%s", err, out)
 	}
-	tb := openTab(t, "it", browserOpts{spki: e.spki, width: 1024, height: 900})
+	tb := openTab(t, "it", o)
 	tb.navigate(e.base + link.URL[strings.Index(link.URL, "/check#"):])
 	tb.waitJS(`document.body.dataset.state === 'done'`, 20*time.Second, "the check finished")
+	return tb
+}
+
+// The /check page, opened from a `ferry check-link` link in Chromium against a Ferry on
+// loopback with rooms turned off (the page works on its own), reports a relay candidate for
+// UDP, TCP and TLS with its time, lists the candidates, and writes the report for IT.
+func TestCheckPageInChromium(t *testing.T) {
+	e := startPageFerry(t, "  enabled: false\n")
+	tb := openCheckPage(t, e, browserOpts{spki: e.spki, width: 1024, height: 900})
 	type row struct {
 		Transport, Port, OK, Ms string
 	}
@@ -493,6 +501,29 @@ func TestCheckPageInChromium(t *testing.T) {
 	if lang, heading := tb.eval(`document.documentElement.lang`), tb.eval(`document.querySelector('h1').textContent`); lang != "de" || heading != "Verbindungsprüfung" ||
 		!strings.Contains(tb.eval(`document.querySelector('[data-testid=verdict]').textContent`).(string), "Videosprechstunden funktionieren") {
 		t.Errorf("after the language switch: lang %v, heading %v", lang, heading)
+	}
+	noErrs(t, tb)
+}
+
+// A Ferry without TLS: the /check page, whose intro promises UDP, TCP and TLS on 443, says
+// in a row of its own, and in the report, that the server does not offer TLS (as the
+// consultation page's connection test does), in English and in German.
+func TestCheckPageWithoutTLS(t *testing.T) {
+	e := startPageFerry(t, "  enabled: false\n", "udp", "tcp")
+	tb := openCheckPage(t, e, browserOpts{spki: e.spki, width: 1024, height: 900})
+	const read = `[...document.querySelectorAll('#rows tr')].map((r) => r.dataset.transport + ' ' + r.dataset.ok + ' ' + r.querySelector('.result').textContent.replace(/relay address .*/, 'relay address'))
+		.concat(document.querySelector('[data-testid=report]').textContent.split('\n').filter((l) => l.startsWith('TLS')))`
+	want := []string{"udp true works: relay address", "tcp true works: relay address", "tls absent not offered by this server",
+		"TLS       not offered by this server"}
+	if got := toStrings(tb.eval(read)); !slices.Equal(got, want) {
+		t.Errorf("rows and the report's TLS line:\n%q, want\n%q", got, want)
+	}
+	checkPageLayout(t, tb)
+	tb.click("lang")
+	want = []string{"udp true funktioniert: Relay-Adresse", "tcp true funktioniert: Relay-Adresse", "tls absent von diesem Server nicht angeboten",
+		"TLS       von diesem Server nicht angeboten"}
+	if got := toStrings(tb.eval(strings.ReplaceAll(read, "relay address", "Relay-Adresse"))); !slices.Equal(got, want) {
+		t.Errorf("in German:\n%q, want\n%q", got, want)
 	}
 	noErrs(t, tb)
 }

@@ -1,7 +1,9 @@
 // The check page (/check#t=<token>): like the WebRTC "trickle ICE" sample, it gathers relay
 // candidates against this Ferry's ICE servers, one TURN URL at a time, and shows for each
 // (UDP, TCP, TLS on 443) whether a relay candidate came back and how long it took, the
-// candidates and errors as they trickle in, and a plain-text report for IT departments.
+// candidates and errors as they trickle in, and a plain-text report for IT departments. A
+// transport the server offers no URL for gets a row "not offered by this server", as in the
+// consultation page's connection test.
 // It keeps nothing: no cookies, no storage; the token stays in the fragment.
 import { t, apply, setLang, currentLang } from './i18n.js';
 import { probe, transportOf } from './conntest.js';
@@ -28,8 +30,24 @@ function cell(text, cls) {
 
 function label(p) { return `${p.transport.toUpperCase()} ${p.port}`; }
 
+const TRANSPORTS = ['udp', 'tcp', 'tls'];
+
+// absentRow is the row of a transport the server offers no URL for; its text follows the
+// language through data-i18n.
+function absentRow(tr) {
+  const row = document.createElement('tr');
+  row.dataset.testid = `row-${tr}-absent`;
+  row.dataset.transport = tr;
+  row.dataset.ok = 'absent';
+  const res = cell(t('test.absent'), 'result');
+  res.dataset.i18n = 'test.absent';
+  res.dataset.ok = 'absent';
+  row.append(cell(tr.toUpperCase(), 'nowrap'), cell('—'), res, cell('', 'ms'));
+  return row;
+}
+
 let running = false;
-let last = null; // {when, rows: [{p, res}], error}
+let last = null; // {when, rows: [{p, res}], absent: ['tls'], error}
 
 async function servers() {
   const res = await fetch('/v1/check/ice-servers', {
@@ -99,6 +117,7 @@ function report() {
     lines.push(`${label(p).padEnd(9)} ${p.url}  ${what}`);
     for (const e of res.errors) lines.push(`          ${t('check.report.err')} ${e.code} ${e.text}`);
   }
+  for (const tr of last.absent) lines.push(`${tr.toUpperCase().padEnd(9)} ${t('test.absent')}`);
   if (last.rows.length > 0) lines.push($('verdict').textContent);
   $('report').textContent = lines.join('\n');
 }
@@ -112,7 +131,7 @@ async function runAll() {
   const v = $('verdict');
   v.textContent = '';
   delete v.dataset.result;
-  last = { when: new Date(), rows: [], error: '' };
+  last = { when: new Date(), rows: [], absent: [], error: '' };
   try {
     if (!token) throw new Error(t('check.notoken'));
     const list = [];
@@ -135,6 +154,8 @@ async function runAll() {
       showRow(tr, p, null);
       return tr;
     });
+    last.absent = TRANSPORTS.filter((tr) => !list.some(({ p }) => p.transport === tr));
+    for (const tr of last.absent) $('rows').append(absentRow(tr));
     last.rows = await Promise.all(list.map(async ({ s, p }, i) => {
       const res = await probe(s, [p.url], { onCandidate: (c, ms) => addCandidate(p, c, ms), onError: (e) => addError(p, e) });
       showRow(rows[i], p, res);
