@@ -1,9 +1,9 @@
 // The check page (/check#t=<token>): like the WebRTC "trickle ICE" sample, it gathers relay
 // candidates against this Ferry's ICE servers, one TURN URL at a time, and shows for each
 // (UDP, TCP, TLS on 443) whether a relay candidate came back and how long it took, the
-// candidates and errors as they trickle in, and a plain-text report for IT departments. A
-// transport the server offers no URL for gets a row "not offered by this server", as in the
-// consultation page's connection test.
+// candidates as they trickle in, the ICE errors of each transport that failed, and a
+// plain-text report for IT departments. A transport the server offers no URL for gets a row
+// "not offered by this server", as in the consultation page's connection test.
 // It keeps nothing: no cookies, no storage; the token stays in the fragment.
 import { t, apply, setLang, currentLang } from './i18n.js';
 import { probe, transportOf } from './conntest.js';
@@ -69,10 +69,27 @@ function addCandidate(p, c, ms) {
   $('cands').append(tr);
 }
 
-function addError(p, e) {
-  const li = document.createElement('li');
-  li.textContent = `${e.ms} ms ${p.url}: ${e.code} ${e.text}`;
-  $('errors').append(li);
+// A 701 that only says one local interface or address family could not reach the server:
+// Chromium gathers on every interface and reports each one the server is not reached
+// through ("Address not associated with the desired network interface").
+const INTERFACE_ONLY = /network interface|address family/i;
+
+// explaining returns the icecandidateerrors worth showing for a probe's result: none when a
+// relay candidate came back (the transport works; errors from other interfaces would read as
+// a problem); for a failure all of them, less the interface-only 701s when another error or
+// the timeout explains the failure already.
+function explaining(res) {
+  if (res.ok) return [];
+  const rest = res.errors.filter((e) => !(e.code === 701 && INTERFACE_ONLY.test(e.text)));
+  return rest.length > 0 || res.timedOut ? rest : res.errors;
+}
+
+function addErrors(p, res) {
+  for (const e of explaining(res)) {
+    const li = document.createElement('li');
+    li.textContent = `${e.ms} ms ${p.url}: ${e.code} ${e.text}`;
+    $('errors').append(li);
+  }
 }
 
 function showRow(row, p, res) {
@@ -115,7 +132,7 @@ function report() {
   for (const { p, res } of last.rows) {
     const what = res.ok ? t('check.report.ok', { ms: res.ms }) : t('check.report.fail');
     lines.push(`${label(p).padEnd(9)} ${p.url}  ${what}`);
-    for (const e of res.errors) lines.push(`          ${t('check.report.err')} ${e.code} ${e.text}`);
+    for (const e of explaining(res)) lines.push(`          ${t('check.report.err')} ${e.code} ${e.text}`);
   }
   for (const tr of last.absent) lines.push(`${tr.toUpperCase().padEnd(9)} ${t('test.absent')}`);
   if (last.rows.length > 0) lines.push($('verdict').textContent);
@@ -157,8 +174,9 @@ async function runAll() {
     last.absent = TRANSPORTS.filter((tr) => !list.some(({ p }) => p.transport === tr));
     for (const tr of last.absent) $('rows').append(absentRow(tr));
     last.rows = await Promise.all(list.map(async ({ s, p }, i) => {
-      const res = await probe(s, [p.url], { onCandidate: (c, ms) => addCandidate(p, c, ms), onError: (e) => addError(p, e) });
+      const res = await probe(s, [p.url], { onCandidate: (c, ms) => addCandidate(p, c, ms) });
       showRow(rows[i], p, res);
+      addErrors(p, res);
       return { p, res };
     }));
     verdict(last.rows);

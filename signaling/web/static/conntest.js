@@ -13,18 +13,20 @@ export function transportOf(url) {
 }
 
 // probe gathers candidates with server's credential for urls only, relay only. It resolves
-// {ok, ms, candidate, errors}: ok when a relay candidate came back, ms after gathering began;
-// not ok when gathering ended or waitMs passed without one. onCandidate(candidate, ms) and
-// onError({ms, url, code, text}) see every candidate and icecandidateerror as they come.
+// {ok, ms, candidate, errors, timedOut}: ok when a relay candidate came back, ms after
+// gathering began; not ok when gathering ended, or waitMs passed (timedOut), without one.
+// onCandidate(candidate, ms) and onError({ms, url, code, text}) see every candidate and
+// icecandidateerror as they come.
 export async function probe(server, urls, { waitMs = WAIT_MS, onCandidate, onError } = {}) {
   const pc = new RTCPeerConnection({ iceServers: [{ ...server, urls }], iceTransportPolicy: 'relay' });
   const errors = [];
   let start = 0;
+  let timedOut = false;
   const since = () => Math.round(performance.now() - start);
   try {
     pc.createDataChannel('probe');
     const found = new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(null), waitMs);
+      const timer = setTimeout(() => { timedOut = true; resolve(null); }, waitMs);
       pc.onicecandidateerror = (ev) => {
         const e = { ms: since(), url: ev.url || '', code: ev.errorCode, text: ev.errorText || '' };
         errors.push(e);
@@ -39,7 +41,7 @@ export async function probe(server, urls, { waitMs = WAIT_MS, onCandidate, onErr
     start = performance.now();
     await pc.setLocalDescription();
     const got = await found;
-    return { ok: !!got, ms: got ? got.ms : null, candidate: got ? got.candidate : null, errors };
+    return { ok: !!got, ms: got ? got.ms : null, candidate: got ? got.candidate : null, errors, timedOut };
   } finally {
     pc.close();
   }
