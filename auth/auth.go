@@ -181,7 +181,7 @@ func (a *Authenticator) Issue(userID string, ttl time.Duration) (Credential, err
 		return Credential{}, err
 	}
 	if ttl <= 0 || ttl > st.maxTTL {
-		return Credential{}, fmt.Errorf("%w: %s is not in (0, %s]", ErrBadTTL, ttl, st.maxTTL)
+		return Credential{}, fmt.Errorf("%w: %s is not in (0, %s] (auth.max_ttl)", ErrBadTTL, ttl, st.maxTTL)
 	}
 	secs := int64((ttl + time.Second - 1) / time.Second)
 	expires := a.now().Unix() + secs

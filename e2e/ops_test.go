@@ -363,8 +363,17 @@ auth:
 
 	os.WriteFile(cfg, []byte(yamlFor(certB, keyB)), 0o600)
 	out, err := ferryOps(t, p, cfg, "reload")
-	if err != nil || !strings.Contains(out, "configuration reloaded") {
+	if err != nil || !strings.Contains(out, "configuration reloaded: applied") || !strings.Contains(out, "turn.tls_cert_file") {
 		t.Fatalf("ferry reload: %v\n%s", err, out)
+	}
+	// A setting only a restart applies is named by every reload until then, not only by
+	// the first that saw it.
+	os.WriteFile(cfg, []byte(yamlFor(certB, keyB)+"runtime:\n  gogc: 80\n"), 0o600)
+	for i := range 2 {
+		out, err := ferryOps(t, p, cfg, "reload")
+		if err != nil || !strings.Contains(out, "only when Ferry restarts: runtime.gogc") {
+			t.Fatalf("reload %d after a restart-only change: %v\n%s", i+1, err, out)
+		}
 	}
 	if !pemEqual(t, certB, served()) {
 		t.Fatal("a new TLS connection after the reload does not get the new certificate")

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,22 +37,33 @@ func (m *meter) in(from, to time.Time) int {
 	return sum
 }
 
-// paced calls send(i) for i = 0, 1, ... at pps until d has passed (late calls at once).
-func paced(pps int, d time.Duration, send func(i int)) {
+// paced calls send(i) for i = 0, 1, ... at pps until d has passed (late calls at once), and
+// meters each call (size bytes) as offered.
+func paced(pps int, d time.Duration, offered *meter, size int, send func(i int)) {
 	start := time.Now()
 	for i := 0; i < int(d.Seconds()*float64(pps)); i++ {
 		time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(pps))))
 		send(i)
+		offered.add(size)
 	}
 }
 
-// checkRate asserts that got bytes in window are within 5 % of bitsPerSec.
-func checkRate(t *testing.T, what string, got int, window time.Duration, bitsPerSec float64) {
+// checkRate asserts that the bytes got in window are at most 5 % over bitsPerSec and, when
+// the sender offered at least twice the cap in the window, at most 5 % under it. A sender
+// starved by a busy machine (the whole suite runs in parallel on two CPUs) offers less and
+// bunches what it sends: then only the upper bound says something about the cap.
+func checkRate(t *testing.T, what string, got, offered int, window time.Duration, bitsPerSec float64) {
 	t.Helper()
-	rate := float64(got) * 8 / window.Seconds()
-	t.Logf("%s: %.0f bit/s over %s, cap %.0f (%+.1f %%)", what, rate, window, bitsPerSec, 100*(rate/bitsPerSec-1))
-	if rate > bitsPerSec*1.05 || rate < bitsPerSec*0.95 {
-		t.Errorf("%s: %.0f bit/s, not within 5 %% of the cap of %.0f", what, rate, bitsPerSec)
+	rate, offer := float64(got)*8/window.Seconds(), float64(offered)*8/window.Seconds()
+	t.Logf("%s: %.0f bit/s over %s, cap %.0f (%+.1f %%), offered %.0f bit/s", what, rate, window, bitsPerSec, 100*(rate/bitsPerSec-1), offer)
+	if rate > bitsPerSec*1.05 {
+		t.Errorf("%s: %.0f bit/s, more than 5 %% over the cap of %.0f", what, rate, bitsPerSec)
+	}
+	switch {
+	case offer < 2*bitsPerSec:
+		t.Logf("%s: the sender offered only %.1f times the cap (a busy machine): the lower bound is not checked", what, offer/bitsPerSec)
+	case rate < bitsPerSec*0.95:
+		t.Errorf("%s: %.0f bit/s, more than 5 %% under the cap of %.0f although %.0f bit/s were offered", what, rate, bitsPerSec, offer)
 	}
 }
 
@@ -97,10 +109,12 @@ func TestBandwidthCapHolds(t *testing.T) {
 			t.Fatalf("channel: %d", code)
 		}
 		frame := c.channelData(0x4000, make([]byte, payload))
+		var offered meter
 		start := time.Now()
-		paced(3*capBits/8/payload, 7*time.Second, func(int) { c.send(frame) })
+		paced(3*capBits/8/payload, 7*time.Second, &offered, payload, func(int) { c.send(frame) })
 		time.Sleep(100 * time.Millisecond)
-		checkRate(t, "client to peer", got.in(start.Add(1500*time.Millisecond), start.Add(6500*time.Millisecond)), 5*time.Second, capBits)
+		from, to := start.Add(1500*time.Millisecond), start.Add(6500*time.Millisecond)
+		checkRate(t, "client to peer", got.in(from, to), offered.in(from, to), 5*time.Second, capBits)
 		if d := env.metric(t, "ferry_turn_dropped_packets_total", "reason", "allocation_bandwidth"); d < 1000 {
 			t.Errorf("%v packets counted as over the allocation's cap", d)
 		}
@@ -123,6 +137,7 @@ func TestBandwidthCapHolds(t *testing.T) {
 		peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
 		var got meter
 		var readers sync.WaitGroup
+		var sent atomic.Bool // the peer is done: the readers stop at the next silence
 		var relays []netip.AddrPort
 		var clients []*stunClient
 		for _, user := range []string{"clinic-a", "clinic-b"} {
@@ -134,8 +149,11 @@ func TestBandwidthCapHolds(t *testing.T) {
 			readers.Go(func() {
 				for {
 					b, err := c.recv(300 * time.Millisecond)
+					if err != nil && sent.Load() {
+						return // 300 ms of silence once the peer is done
+					}
 					if err != nil {
-						return // 300 ms of silence: the peer is done
+						continue // not started yet, or a stall: keep reading, or the socket fills up
 					}
 					if len(b) > 4 && b[0] == 0x40 {
 						got.add(len(b) - 4)
@@ -144,13 +162,16 @@ func TestBandwidthCapHolds(t *testing.T) {
 			})
 		}
 		data := make([]byte, payload)
+		var offered meter
 		start := time.Now()
 		// Each relayed address gets 1.5 times the cap: three times the cap together.
-		paced(3*capBits/8/payload, 7*time.Second, func(i int) {
+		paced(3*capBits/8/payload, 7*time.Second, &offered, payload, func(i int) {
 			_, _ = peer.WriteToUDPAddrPort(data, relays[i%2])
 		})
+		sent.Store(true)
 		readers.Wait()
-		checkRate(t, "peer to both clients", got.in(start.Add(1500*time.Millisecond), start.Add(6500*time.Millisecond)), 5*time.Second, capBits)
+		from, to := start.Add(1500*time.Millisecond), start.Add(6500*time.Millisecond)
+		checkRate(t, "peer to both clients", got.in(from, to), offered.in(from, to), 5*time.Second, capBits)
 		if d := env.metric(t, "ferry_turn_dropped_packets_total", "reason", "server_bandwidth"); d < 1000 {
 			t.Errorf("%v packets counted as over the server's cap", d)
 		}

@@ -53,9 +53,15 @@ func newFirewallCmd() *cobra.Command {
 			"as a table and as nftables rules. Copy it into a request to the clinic's IT department.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			f, err := loadConfig(cmd)
+			// The rules need only the listeners, the range and the addresses: a configuration
+			// whose secret or certificate files do not exist yet (IT asks before set-up) still
+			// gives them, with its problems named.
+			f, problems, err := opsConfig(cmd)
 			if err != nil {
 				return err
+			}
+			if problems != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: ferry serve would refuse this configuration as it stands; the rules below come from its listeners and addresses:\n%v\n", problems)
 			}
 			p := firewallPlan(f)
 			if asJSON {
@@ -273,6 +279,8 @@ func (p fwPlan) write(w io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(w, "\n## The same with nftables (the admin listener stays closed)")
+	fmt.Fprintln(w, "# the rules go into an input chain; on a host without one yet, first:")
+	fmt.Fprintln(w, "# nft add table inet filter; nft add chain inet filter input '{ type filter hook input priority 0; }'")
 	for _, proto := range []string{"udp", "tcp"} {
 		var ports []string
 		for _, r := range p.Server {

@@ -270,7 +270,7 @@ func waitDrained(ctx context.Context, out io.Writer, base string, last int) erro
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("stopped waiting (the server goes on draining: %d allocation(s) remained): %w", last, ctx.Err())
 		case <-t.C:
 		}
 		st, _, err := callAdmin(ctx, http.MethodGet, base+"/-/drain")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -98,7 +99,9 @@ func (s *server) applyReload() (reloadReport, error) {
 	s.applyPlan(plan)
 	s.conf.Store(f)
 
-	applied, later := splitChanges(changedKeys(old, f))
+	applied, _ := splitChanges(changedKeys(old, f))
+	// Waiting for a restart: what differs from the start, also when an earlier reload saw it.
+	_, later := splitChanges(changedKeys(cmp.Or(s.started, old), f))
 	listeners := slices.DeleteFunc(slices.Clone(later), func(k string) bool { return !slices.Contains(listenerKeys, k) })
 	others := slices.DeleteFunc(slices.Clone(later), func(k string) bool { return slices.Contains(listenerKeys, k) })
 	s.log.Info("configuration reloaded", "applied", strings.Join(applied, ","))

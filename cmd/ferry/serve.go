@@ -73,6 +73,7 @@ type server struct {
 	// What a reload replaces (reload.go).
 	opts     config.Options              // where the configuration came from: a reload reads it again
 	conf     atomic.Pointer[config.File] // the configuration in force
+	started  *config.File                // the configuration at start: what a restart would change
 	level    *slog.LevelVar
 	auth     *auth.Authenticator
 	tokens   *auth.RoomTokens // room and check-link tokens; nil without http.listen
@@ -114,6 +115,7 @@ func start(ctx context.Context, opts config.Options, f *config.File, logOut io.W
 	st := &startup{f: f, log: log, s: &server{log: log, level: level, opts: opts,
 		drainReq: make(chan struct{}, 1), drainReport: drainReportInterval}}
 	st.s.conf.Store(f)
+	st.s.started = f
 	setRuntime(f)
 	steps := []func(context.Context) error{st.secureFiles, st.setupAuth, st.setupRelayIPs, st.setupMetrics,
 		st.openAllocLog, st.openSockets, st.startRelay, st.startCluster, st.startHTTP, st.startAdmin, st.writePIDFile}
