@@ -44,7 +44,7 @@ func (t *RoomTokens) VerifyCheck(token string) (time.Time, error) {
 		keys.Keys = append(keys.Keys, k)
 	}
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return keys, nil },
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithoutClaimsValidation())
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithoutClaimsValidation(), jwt.WithStrictDecoding())
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: %v", ErrTokenInvalid, shortJWTError(err))
 	}

@@ -160,7 +160,7 @@ func (t *RoomTokens) Verify(token string) (RoomClaims, error) {
 		keys.Keys = append(keys.Keys, k)
 	}
 	_, err := jwt.ParseWithClaims(token, &claims, func(*jwt.Token) (any, error) { return keys, nil },
-		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithoutClaimsValidation())
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), jwt.WithoutClaimsValidation(), jwt.WithStrictDecoding())
 	if err != nil {
 		return RoomClaims{}, fmt.Errorf("%w: %v", ErrTokenInvalid, shortJWTError(err))
 	}

@@ -152,3 +152,40 @@ func TestRoomTokensConfig(t *testing.T) {
 		t.Fatalf("mint without exp: %v", err)
 	}
 }
+
+// A token has one spelling: base64url leaves bits unused in a signature's last character, and
+// a loose decoder accepts every respelling of them as the same token, which would let a
+// denied link (keyed by its text) come back as a "new" one. Room and check tokens alike.
+func TestTokensHaveOneSpelling(t *testing.T) {
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	tokens := roomTokens(t, &now, roomKeyOld)
+	room, err := tokens.Mint(RoomClaims{Room: NewRoomID(), Role: RoleGuest, NotBefore: now.Add(-time.Minute), Expires: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check, err := tokens.MintCheck(now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	respell := func(tok string) []string {
+		i := strings.IndexByte(alphabet, tok[len(tok)-1])
+		var out []string
+		for j := i &^ 3; j < i&^3+4; j++ {
+			if j != i {
+				out = append(out, tok[:len(tok)-1]+string(alphabet[j]))
+			}
+		}
+		return out
+	}
+	for _, tok := range respell(room) {
+		if _, err := tokens.Verify(tok); !errors.Is(err, ErrTokenInvalid) {
+			t.Errorf("a respelled room token was accepted (%v)", err)
+		}
+	}
+	for _, tok := range respell(check) {
+		if _, err := tokens.VerifyCheck(tok); err == nil {
+			t.Errorf("a respelled check token was accepted")
+		}
+	}
+}
