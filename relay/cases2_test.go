@@ -118,6 +118,18 @@ func TestC27StreamFraming(t *testing.T) {
 					}
 				}
 			}
+			// The largest STUN message a header can describe (length 65532) is one frame too:
+			// answered, and the connection goes on.
+			big, err := stun.Build(stun.TransactionID, stun.BindingRequest,
+				stun.RawAttribute{Type: 0x80FF, Value: make([]byte, 65532-4)}) // comprehension-optional
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.send(big.Raw)
+			expectAnswer(t, c, big.TransactionID)
+			after := binding(t)
+			c.send(after.Raw)
+			expectAnswer(t, c, after.TransactionID)
 			other := env.dial(t, network)
 			b := binding(t)
 			other.send(b.Raw)

@@ -208,6 +208,16 @@ func TestC10MalformedSTUN(t *testing.T) {
 				t.Errorf("%s: Allocate with a %d-byte %s: %d, want 400", network, len(a.Value), a.Type, code)
 			}
 		}
+		for _, v := range [][]byte{{}, {1, 0}, {3, 0, 0, 0}} {
+			if code, _ := c.do(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrRequestedAddressFamily, Value: v}); code != 400 {
+				t.Errorf("%s: Refresh with REQUESTED-ADDRESS-FAMILY %x: %d, want 400", network, v, code)
+			}
+		}
+		tokenAndFamily := []stun.Setter{stun.RawAttribute{Type: stun.AttrReservationToken, Value: make([]byte, 8)},
+			stun.RawAttribute{Type: 0x8000, Value: []byte{2, 0, 0, 0}}} // ADDITIONAL-ADDRESS-FAMILY
+		if code, _ := fresh.allocate(cred.Username, cred.Password, tokenAndFamily...); code != 400 {
+			t.Errorf("%s: Allocate with RESERVATION-TOKEN and ADDITIONAL-ADDRESS-FAMILY: %d, want 400", network, code)
+		}
 		if code, _ := c.do(stun.MethodRefresh, lifetime(600)); code != 0 {
 			t.Errorf("%s: the allocation did not survive the malformed Refreshes: %d", network, code)
 		}

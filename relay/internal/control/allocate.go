@@ -88,8 +88,9 @@ func (h *Handler) allocationRequest(r *request) (alloc.Request, stun.ErrorCode) 
 	if !wellFormedLifetime(m) {
 		return req, stun.CodeBadRequest
 	}
-	if m.Contains(stun.AttrReservationToken) && (m.Contains(stun.AttrEvenPort) || m.Contains(stun.AttrRequestedAddressFamily)) {
-		return req, stun.CodeBadRequest // RFC 8656 §7.2 step 4, §7.2 step 5
+	if m.Contains(stun.AttrReservationToken) && (m.Contains(stun.AttrEvenPort) ||
+		m.Contains(stun.AttrRequestedAddressFamily) || m.Contains(attrAdditionalAddressFamily)) {
+		return req, stun.CodeBadRequest // RFC 8656 §7.2: a token names one reserved port of one family
 	}
 	if v, err := m.Get(stun.AttrEvenPort); err == nil {
 		if len(v) != 1 { // RFC 8656 §18.6: one byte
@@ -213,7 +214,11 @@ func (h *Handler) refresh(r *request) {
 		return
 	}
 	if v, err := r.m.Get(stun.AttrRequestedAddressFamily); err == nil {
-		if len(v) != 4 || (v[0] == 0x01) != (a.Family() == 4) {
+		switch {
+		case len(v) != 4 || v[0] != 0x01 && v[0] != 0x02:
+			r.fail(stun.CodeBadRequest) // malformed, not a family
+			return
+		case (v[0] == 0x01) != (a.Family() == 4):
 			r.fail(stun.CodePeerAddrFamilyMismatch)
 			return
 		}

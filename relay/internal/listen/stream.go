@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -87,8 +88,10 @@ type streamConn struct {
 
 const (
 	streamBufLen = 4096
-	// maxStreamFrame is the largest frame: a ChannelData of 65535 bytes with padding.
-	maxStreamFrame = wire.ChannelHeaderLen + 65536
+	// maxStreamFrame is the largest frame: a STUN message of the largest length a header
+	// can give (65532, a multiple of 4) with its header; a padded ChannelData (65540) is
+	// smaller.
+	maxStreamFrame = wire.HeaderLen + 65532
 )
 
 // serve runs the connection until it closes; handshake first completes a TLS handshake,
@@ -207,7 +210,7 @@ func (c *streamConn) fill() error {
 			c.r = 0
 		} else {
 			if len(c.buf) >= maxStreamFrame {
-				return errors.New("relay: frame larger than 65539 bytes")
+				return fmt.Errorf("relay: frame larger than %d bytes", maxStreamFrame)
 			}
 			nb := make([]byte, min(2*len(c.buf), maxStreamFrame))
 			c.w = copy(nb, c.buf[c.r:c.w])
