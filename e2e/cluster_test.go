@@ -262,19 +262,7 @@ func (e *clusterEnv) roomAcrossInstances(t *testing.T, relays map[int]*ferryProc
 			}
 		})
 	})
-	dc, err := hostPC.CreateDataChannel("chat", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dc.OnOpen(func() { _ = dc.SendText("hello across two instances") })
-	offer, err := hostPC.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := hostPC.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	host.send(t, map[string]any{"type": "offer", "to": gid, "sdp": offer.SDP})
+	offerDataChannel(t, host, hostPC, gid, "hello across two instances")
 	go pumpSignals(t, guest, guestPC)
 	go pumpSignals(t, host, hostPC)
 	expectRelayedCall(t, got, "hello across two instances", hostPC, guestPC)

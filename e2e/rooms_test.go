@@ -152,19 +152,7 @@ api:
 	guestPC.OnDataChannel(func(d *webrtc.DataChannel) {
 		d.OnMessage(func(m webrtc.DataChannelMessage) { got <- string(m.Data) })
 	})
-	dc, err := hostPC.CreateDataChannel("chat", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dc.OnOpen(func() { _ = dc.SendText("hello through Ferry") })
-	offer, err := hostPC.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := hostPC.SetLocalDescription(offer); err != nil {
-		t.Fatal(err)
-	}
-	host.send(t, map[string]any{"type": "offer", "to": gid, "sdp": offer.SDP})
+	offer := offerDataChannel(t, host, hostPC, gid, "hello through Ferry")
 	ufrag := ""
 	for _, line := range strings.Split(offer.SDP, "\r\n") {
 		if v, ok := strings.CutPrefix(line, "a=ice-ufrag:"); ok {
@@ -269,4 +257,24 @@ func expectRelayedCall(t *testing.T, got <-chan string, want string, hostPC, gue
 			t.Fatalf("%s: selected pair %v (%v), want relay -> relay", name, pair, err)
 		}
 	}
+}
+
+// offerDataChannel opens a data channel on hostPC that sends text once open, and sends the
+// offer through the room to participant to; it returns the offer.
+func offerDataChannel(t *testing.T, host *wsPeer, hostPC *webrtc.PeerConnection, to, text string) webrtc.SessionDescription {
+	t.Helper()
+	dc, err := hostPC.CreateDataChannel("chat", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc.OnOpen(func() { _ = dc.SendText(text) })
+	offer, err := hostPC.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hostPC.SetLocalDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	host.send(t, map[string]any{"type": "offer", "to": to, "sdp": offer.SDP})
+	return offer
 }
